@@ -1,0 +1,3 @@
+from cnnvision.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,187 @@
+"""Facial keypoints, the tutorial's worked example: train, evaluate, predict and submit.
+
+Each function is what one CLI subcommand does; all of them compose the Dataset, Net and Solver.
+"""
+import csv
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cnnvision import checkpoint
+from cnnvision import images as imgs
+from cnnvision.data import load_keypoints, split_by_identity
+from cnnvision.data.augment import AugmentConfig
+from cnnvision.data.dataset import KeypointDataset
+from cnnvision.data.kaggle import KEYPOINT_COLUMNS, load_arrays, read_rows
+from cnnvision.errors import InputError
+from cnnvision.nets import KeypointNet, KeypointNetConfig
+from cnnvision.solver import Solver, SolverConfig, evaluate, predict
+from cnnvision.viz import draw_box, draw_points, face_grid
+
+
+def solver_config(overrides: dict) -> SolverConfig:
+    known = {f.name for f in fields(SolverConfig)}
+    return SolverConfig(**{k: v for k, v in overrides.items() if k in known and v is not None})
+
+
+def train(data: str | None = None, images: str | None = None, net: str = "kpnet", out: str | Path = "runs/keypoints",
+          resume: bool = False, val_fraction: float = 0.15, image_size: int = 96, channels: int = 1,
+          width: int = 24, skip_bad_rows: bool = False, use_cache: bool = True, augment: bool = True,
+          **solver) -> dict:
+    """Train a keypoint Net, evaluate its best checkpoint on the held-out people, and draw them.
+
+    ``solver`` holds SolverConfig fields (epochs, lr, batch_size, ...). Returns the final metrics.
+    """
+    out = Path(out)
+    if resume:
+        stored = checkpoint.load(out / "last.pt")["config"]
+        epochs = solver.get("epochs")
+        data, images, net = stored["data"], stored["images"], stored["net"]["arch"]
+        val_fraction, image_size, channels = stored["val_fraction"], stored["image_size"], stored["channels"]
+        width, skip_bad_rows, augment = stored["net"]["width"], stored["skip_bad_rows"], stored["augment"] is not None
+        solver = {**stored["solver"], **({"epochs": epochs} if epochs else {})}
+    elif (out / "last.pt").exists():
+        raise InputError(f"{out}: already holds a run (last.pt); use --resume to continue it or another --out")
+    dataset = load_keypoints(data, images, image_size, channels, skip_bad_rows, use_cache)
+    train_idx, val_idx = split_by_identity(dataset.identities, len(dataset), val_fraction)
+    train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
+    if len(train_set) < 2 or len(val_set) < 1:
+        raise InputError(f"{data}: too few faces ({len(dataset)}) to hold out a validation set")
+    aug = AugmentConfig() if augment else None
+    train_set.augment = aug
+    net_cfg = KeypointNetConfig(arch=net, layout=dataset.layout.name, in_channels=dataset.channels,
+                                image_size=dataset.size, width=width)
+    cfg = solver_config(solver)
+    torch.manual_seed(cfg.seed)
+    model = KeypointNet(net_cfg)
+    run_config = {
+        "command": "train", "data": str(data) if data else None, "images": str(images) if images else None,
+        "val_fraction": val_fraction, "image_size": image_size, "channels": channels, "skip_bad_rows": skip_bad_rows,
+        "net": asdict(net_cfg), "solver": asdict(cfg), "augment": asdict(aug) if aug else None,
+        "train_count": len(train_set), "val_count": len(val_set),
+        "val_people": len(set(val_set.identities)) if val_set.identities else None,
+    }
+    print(f"data: {len(train_set)} training and {len(val_set)} validation faces"
+          + (f" ({run_config['val_people']} held-out people)" if run_config["val_people"] else "")
+          + f"; net {net}, {sum(p.numel() for p in model.parameters()):,} parameters; run folder {out}")
+    solver_obj = Solver(model, train_set, val_set, cfg, out, run_config)
+    solver_obj.fit(resume=resume)
+    best = checkpoint.load_net(out / "best.pt")
+    metrics = evaluate(best, val_set, flip=cfg.eval_flip)
+    sample = val_set.subset(torch.arange(min(32, len(val_set))))
+    picture = face_grid(sample.images, predict(best, sample, flip=cfg.eval_flip), sample.points)
+    Image.fromarray(picture).save(out / "predictions.png")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"best checkpoint {out / 'best.pt'}: " + json.dumps(metrics))
+    print(f"predictions on held-out faces: {out / 'predictions.png'}")
+    return metrics
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Atomically write JSON, so a failure never leaves half a file where the user looks."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def evaluate_file(net, data: str, images: str | None = None, skip_bad_rows: bool = False) -> dict:
+    """Metrics of a keypoint Net on a labelled file: rmse (source pixels), count, and nme (68 points)."""
+    cfg = net.cfg
+    dataset = load_keypoints(data, images, cfg.image_size, cfg.in_channels, skip_bad_rows)
+    if dataset.layout.name != cfg.layout:
+        raise InputError(f"{data}: has {dataset.layout.name} points, but the model predicts {cfg.layout}")
+    return evaluate(net, dataset)
+
+
+def predict_images(net, paths: list[str], out_dir: str | Path | None = None, batch_size: int = 64) -> dict:
+    """Keypoints for whole images (each taken as one face), in the images' pixels; overlay PNGs
+    into ``out_dir``."""
+    cfg = net.cfg
+    results, crops, boxes, opened = {}, [], [], []
+    for path in paths:
+        im = imgs.open_image(path, cfg.in_channels)
+        box = imgs.square_box(0, 0, im.width, im.height)
+        crop = imgs.crop_square(im, box, cfg.image_size)
+        crops.append(crop[None] if cfg.in_channels == 1 else crop.transpose(2, 0, 1))
+        boxes.append(box)
+        opened.append(im)
+    faces = KeypointDataset(torch.from_numpy(np.stack(crops)), torch.full((len(crops), net.layout.num_points, 2), float("nan")),
+                            net.layout)
+    points = predict(net, faces, batch_size)
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    for path, im, box, pts in zip(paths, opened, boxes, points):
+        src = imgs.from_crop(pts.numpy(), box, cfg.image_size)
+        results[str(path)] = [{"box": [0, 0, im.width, im.height],
+                               "keypoints": [[round(float(x), 2), round(float(y), 2)] for x, y in src]}]
+        if out_dir is not None:
+            name = unique_name(Path(path).stem + "_keypoints", used)
+            overlay = draw_box(draw_points(im, src), [0, 0, im.width - 1, im.height - 1])
+            overlay.save(Path(out_dir) / f"{name}.png")
+    return results
+
+
+def unique_name(stem: str, used: set[str]) -> str:
+    name, k = stem, 1
+    while name in used:
+        k += 1
+        name = f"{stem}_{k}"
+    used.add(name)
+    return name
+
+
+def submit(net, test: str, lookup: str, out: str, skip_bad_rows: bool = False) -> int:
+    """A Kaggle submission (RowId,Location) for test.csv's faces, as IdLookupTable.csv asks."""
+    if net.cfg.layout != "kaggle15":
+        raise InputError("submit needs a Kaggle 15-point model (this one predicts "
+                         f"{net.cfg.layout}); try --pretrained keypoints15")
+    arrays = load_arrays(test, skip_bad_rows)
+    faces = KeypointDataset(torch.from_numpy(arrays["images"])[:, None],
+                            torch.full((len(arrays["images"]), 15, 2), float("nan")), net.layout)
+    points = predict(net, faces).flatten(1).clamp(0, 96).numpy()  # (N, 30) in KEYPOINT_COLUMNS order
+    row_of = {int(i): r for r, i in enumerate(arrays["ids"])}
+    column = {name: c for c, name in enumerate(KEYPOINT_COLUMNS)}
+    rows = read_rows(Path(lookup))
+    _, header = next(rows)
+    header = [h.strip() for h in header]
+    for need in ("RowId", "ImageId", "FeatureName"):
+        if need not in header:
+            raise InputError(f"{lookup}: no {need!r} column; expected RowId,ImageId,FeatureName,Location")
+    rid, iid, feat = (header.index(c) for c in ("RowId", "ImageId", "FeatureName"))
+    lines = []
+    for line, row in rows:
+        if not row:
+            continue
+        try:
+            image, name = int(row[iid]), row[feat].strip()
+            value = points[row_of[image], column[name]]
+            lines.append((int(row[rid]), value))
+        except (ValueError, IndexError):
+            raise InputError(f"{lookup}: row {line}: malformed ({','.join(row)[:60]})") from None
+        except KeyError as e:
+            raise InputError(f"{lookup}: row {line}: unknown {'image' if isinstance(e.args[0], int) else 'feature'} "
+                             f"{e.args[0]!r} (not in {test})") from None
+    if not lines:
+        raise InputError(f"{lookup}: no rows")
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["RowId", "Location"])
+        for row_id, value in lines:
+            w.writerow([row_id, f"{value:.4f}"])
+    os.replace(tmp, out_path)
+    return len(lines)

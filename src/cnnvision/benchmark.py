@@ -1,0 +1,53 @@
+"""Examples per second for training and inference on random data, through the same code as
+``train`` (augmentation, Solver.train_step, default precision and memory format) and
+``predict``."""
+import time
+
+import torch
+
+from cnnvision.data.augment import AugmentConfig
+from cnnvision.data.dataset import KeypointDataset
+from cnnvision.data.layouts import KAGGLE15
+from cnnvision.nets import KeypointNet, KeypointNetConfig
+from cnnvision.solver import Solver, SolverConfig, batches, predict
+
+
+def benchmark(net: str = "basic_cnn", batch_size: int = 50, steps: int = 40, warmup: int = 5,
+              augment: bool = True, **solver) -> dict:
+    cfg = SolverConfig(batch_size=batch_size, **{k: v for k, v in solver.items() if v is not None})
+    g = torch.Generator().manual_seed(0)
+    n = batch_size * steps
+    data = KeypointDataset(torch.randint(0, 256, (n, 1, 96, 96), dtype=torch.uint8, generator=g),
+                           torch.rand(n, 15, 2, generator=g) * 96, KAGGLE15,
+                           augment=AugmentConfig() if augment else None)
+    torch.manual_seed(0)
+    model = KeypointNet(KeypointNetConfig(arch=net))
+    trainer = Solver(model, data, data, cfg)
+    model.train()
+
+    def train_steps(count: int) -> float:
+        start = time.perf_counter()
+        done = 0
+        for idx in batches(n, batch_size, trainer.generator):
+            if done == count:
+                break
+            x, y = data.batch(idx, trainer.generator)
+            trainer.train_step(x, y)
+            done += 1
+        return time.perf_counter() - start
+
+    train_steps(warmup)
+    train_rate = batch_size * steps / train_steps(steps)
+    kwargs = dict(batch_size=batch_size, device=trainer.device, precision=cfg.precision,
+                  channels_last=cfg.channels_last)
+    predict(model, data.subset(torch.arange(batch_size * warmup)), flip=False, **kwargs)
+    start = time.perf_counter()
+    predict(model, data, flip=False, **kwargs)
+    infer_rate = n / (time.perf_counter() - start)
+    start = time.perf_counter()
+    predict(model, data, flip=True, **kwargs)
+    flip_rate = n / (time.perf_counter() - start)
+    return {"net": net, "batch_size": batch_size, "steps": steps, "threads": torch.get_num_threads(),
+            "precision": cfg.precision, "channels_last": cfg.channels_last, "device": str(trainer.device),
+            "train_examples_per_sec": round(train_rate, 1), "infer_examples_per_sec": round(infer_rate, 1),
+            "infer_flip_examples_per_sec": round(flip_rate, 1)}

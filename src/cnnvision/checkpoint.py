@@ -1,0 +1,71 @@
+"""Checkpoints: plain-typed dicts written atomically, read back with clear errors.
+
+A checkpoint holds the Net's spec (task and config), so evaluate, predict and export need only
+the file; training checkpoints add the optimizer, scheduler, step and RNG state to resume.
+"""
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from cnnvision.errors import InputError
+from cnnvision.nets import build_net
+
+FORMAT = "cnnvision-checkpoint"
+PRETRAINED = ("keypoints15",)  # names of the models shipped in cnnvision/pretrained/
+
+
+def save(path: str | Path, state: dict) -> None:
+    """Write to a temporary file beside ``path``, then rename over it: a crash at any moment
+    leaves either the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a file that is not a checkpoint
+        raise InputError(f"{path}: not a cnnvision checkpoint ({e.__class__.__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "net" not in state or "model" not in state:
+        raise InputError(f"{path}: not a cnnvision checkpoint (a torch file without cnnvision's fields)")
+    return state
+
+
+def pretrained_path(name: str) -> Path:
+    if name not in PRETRAINED:
+        raise InputError(f"unknown pretrained model {name!r}; available: {', '.join(PRETRAINED)}")
+    path = Path(str(resources.files("cnnvision") / "pretrained" / f"{name}.pt"))
+    if not path.exists():
+        raise InputError(f"pretrained model {name!r} is not installed ({path} missing)")
+    return path
+
+
+def load_net(checkpoint: str | Path | None = None, pretrained: str | None = None):
+    """A Net in eval mode from a checkpoint file or a shipped model's name."""
+    path = pretrained_path(pretrained) if pretrained else Path(checkpoint)
+    state = load(path)
+    try:
+        net = build_net(state["net"]["task"], state["net"]["config"])
+        net.load_state_dict(state["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise InputError(f"{path}: checkpoint does not match its net ({str(e).splitlines()[0]})") from None
+    return net.eval()

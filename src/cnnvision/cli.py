@@ -1,0 +1,137 @@
+"""The command line: ``cnnvision train | evaluate | predict | submit | benchmark``.
+
+Each subcommand parses its options and calls one library function. User errors print one line
+and exit with status 2; anything else is a bug and keeps its traceback.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from cnnvision.errors import InputError
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--checkpoint", metavar="FILE", help="a checkpoint written by train (best.pt, last.pt)")
+    g.add_argument("--pretrained", metavar="NAME", help="a model shipped with cnnvision: keypoints15")
+
+
+def add_solver_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, help="examples per step (default 64)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 2e-3)")
+    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], help="default adamw")
+    p.add_argument("--schedule", choices=["cosine", "step", "constant"], help="default cosine")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--patience", type=int, help="early stopping after N epochs without improvement")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="default auto: bf16 where the CPU has it")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--log-every", type=int, help="steps between log lines (default 10)")
+    p.add_argument("--max-steps", type=int, help="stop after N steps (smoke runs)")
+
+
+def solver_overrides(a: argparse.Namespace) -> dict:
+    names = ["batch_size", "lr", "optimizer", "schedule", "weight_decay", "patience", "seed", "precision",
+             "device", "log_every", "max_steps", "epochs"]
+    return {n: getattr(a, n) for n in names if getattr(a, n, None) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnnvision", description="Learning-based computer vision with CNNs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a keypoint net (embedded synthetic faces without --data)")
+    p.add_argument("--data", help="Kaggle training.csv(.gz) or a 68-point CSV; default: synthetic faces")
+    p.add_argument("--images", metavar="DIR", help="image folder of a 68-point CSV")
+    p.add_argument("--net", default="kpnet", choices=["basic_cnn", "kpnet"], help="default kpnet")
+    p.add_argument("--epochs", type=int, help="default 30")
+    p.add_argument("--out", metavar="DIR", help="run folder (default runs/<net>-<data>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="share held out, by person (default 0.15)")
+    p.add_argument("--image-size", type=int, default=96, help="crop side for 68-point data (default 96)")
+    p.add_argument("--channels", type=int, choices=[1, 3], default=1, help="1 grey or 3 colour (68-point data)")
+    p.add_argument("--width", type=int, default=24, help="kpnet's first-stage channels (default 24)")
+    p.add_argument("--no-augment", action="store_true", help="train without flips, warps and jitter")
+    p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed CSV rows instead of stopping")
+    p.add_argument("--no-cache", action="store_true", help="parse the data again instead of using the cache")
+    add_solver_args(p)
+
+    p = sub.add_parser("evaluate", help="metrics of a model on labelled data")
+    add_model_args(p)
+    p.add_argument("--data", required=True)
+    p.add_argument("--images", metavar="DIR")
+    p.add_argument("--json", metavar="FILE", help="also write the metrics here")
+    p.add_argument("--skip-bad-rows", action="store_true")
+
+    p = sub.add_parser("predict", help="keypoints for face images")
+    add_model_args(p)
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--out", metavar="DIR", default="predictions", help="overlay PNGs go here (default predictions/)")
+    p.add_argument("--json", metavar="FILE", help="also write the keypoints here")
+
+    p = sub.add_parser("submit", help="a Kaggle submission file")
+    add_model_args(p)
+    p.add_argument("--test", required=True, help="Kaggle test.csv (ImageId,Image)")
+    p.add_argument("--lookup", required=True, help="IdLookupTable.csv")
+    p.add_argument("--out", required=True, help="submission CSV to write")
+    p.add_argument("--skip-bad-rows", action="store_true")
+
+    p = sub.add_parser("benchmark", help="training and inference examples/sec on random data")
+    p.add_argument("--net", default="basic_cnn", choices=["basic_cnn", "kpnet"])
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--json", metavar="FILE")
+    return parser
+
+
+def run(a: argparse.Namespace) -> int:
+    from cnnvision import checkpoint
+    from cnnvision.apps import keypoints
+
+    if a.command == "train":
+        data_name = Path(a.data).name.split(".")[0] if a.data else "synthetic"
+        out = a.out or f"runs/{a.net}-{data_name}"
+        keypoints.train(a.data, a.images, a.net, out, a.resume, a.val_fraction, a.image_size, a.channels, a.width,
+                        a.skip_bad_rows, not a.no_cache, not a.no_augment, **solver_overrides(a))
+    elif a.command == "evaluate":
+        net = checkpoint.load_net(a.checkpoint, a.pretrained)
+        metrics = keypoints.evaluate_file(net, a.data, a.images, a.skip_bad_rows)
+        print(json.dumps(metrics))
+        if a.json:
+            keypoints.write_json(a.json, metrics)
+    elif a.command == "predict":
+        net = checkpoint.load_net(a.checkpoint, a.pretrained)
+        results = keypoints.predict_images(net, a.images, a.out)
+        print(json.dumps(results))
+        if a.json:
+            keypoints.write_json(a.json, results)
+    elif a.command == "submit":
+        net = checkpoint.load_net(a.checkpoint, a.pretrained)
+        n = keypoints.submit(net, a.test, a.lookup, a.out, a.skip_bad_rows)
+        print(f"wrote {n} predictions to {a.out}")
+    elif a.command == "benchmark":
+        from cnnvision.benchmark import benchmark
+        result = benchmark(a.net, a.batch_size, a.steps, precision=a.precision, device=a.device)
+        print(json.dumps(result))
+        if a.json:
+            keypoints.write_json(a.json, result)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        return run(a)
+    except InputError as e:
+        print(f"cnnvision {a.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cnnvision {a.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

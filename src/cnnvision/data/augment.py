@@ -1,0 +1,91 @@
+"""Batched augmentation on uint8 image tensors, with keypoints kept on the pixels.
+
+One random similarity transform per image (rotation, scale, shift, optional mirror) is applied
+to the whole batch by a single ``grid_sample``; the same matrices move the points, and a mirror
+also swaps left/right points. Brightness and contrast are per-image affine maps of intensity.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class AugmentConfig:
+    flip: bool = True          # mirror half the images (swapping left/right points)
+    rotate: float = 12.0       # max rotation, degrees
+    scale: float = 0.08        # max relative zoom in or out
+    shift: float = 0.06        # max translation, fraction of the image side
+    brightness: float = 0.15   # max added intensity (images in [0, 1])
+    contrast: float = 0.25     # max relative contrast change
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float32 in [0, 1]."""
+    return images.float().div_(255)
+
+
+def pixels_to_unit(points: torch.Tensor, size: int) -> torch.Tensor:
+    """Pixel coordinates (pixel centres at integers) -> grid_sample's [-1, 1] (align_corners=False)."""
+    return (2 * points + 1) / size - 1
+
+
+def unit_to_pixels(points: torch.Tensor, size: int) -> torch.Tensor:
+    return ((points + 1) * size - 1) / 2
+
+
+def random_transforms(batch: int, cfg: AugmentConfig, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image forward maps in unit coordinates, out = A @ p + t: A (B, 2, 2), t (B, 2), and
+    a bool mirror mask (B,)."""
+    def uniform(lo, hi):
+        return torch.rand(batch, generator=generator) * (hi - lo) + lo
+
+    angle = uniform(-cfg.rotate, cfg.rotate) * math.pi / 180
+    scale = uniform(1 - cfg.scale, 1 + cfg.scale)
+    shift = torch.stack([uniform(-cfg.shift, cfg.shift), uniform(-cfg.shift, cfg.shift)], 1) * 2  # unit = 2 per side
+    mirror = torch.rand(batch, generator=generator) < 0.5 if cfg.flip else torch.zeros(batch, dtype=torch.bool)
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    A = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)  # (B, 2, 2)
+    A[:, :, 0] *= torch.where(mirror, -1.0, 1.0)[:, None]  # mirror x before rotating
+    return A, shift, mirror
+
+
+def warp(images: torch.Tensor, points: torch.Tensor | None, A: torch.Tensor, t: torch.Tensor,
+         mirror: torch.Tensor, flip_perm: list[int] | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Apply out = A @ p + t to float images (B, C, H, W) and pixel points (B, K, 2)."""
+    B, C, H, W = images.shape
+    if H != W:
+        raise ValueError("augmentation expects square images")
+    Ainv = torch.linalg.inv(A)
+    theta = torch.cat([Ainv, -(Ainv @ t[:, :, None])], 2)  # (B, 2, 3): output grid -> input grid
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if points is not None:
+        unit = pixels_to_unit(points, H)                            # (B, K, 2)
+        unit = unit @ A.transpose(1, 2) + t[:, None, :]
+        points = unit_to_pixels(unit, H)
+        if flip_perm is not None and mirror.any():
+            perm = torch.tensor(flip_perm)
+            points = torch.where(mirror[:, None, None], points[:, perm], points)
+    return images, points
+
+
+def jitter_intensity(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None) -> torch.Tensor:
+    B = images.shape[0]
+    gain = 1 + (torch.rand(B, 1, 1, 1, generator=generator) * 2 - 1) * cfg.contrast
+    bias = (torch.rand(B, 1, 1, 1, generator=generator) * 2 - 1) * cfg.brightness
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    return ((images - mean) * gain + mean + bias).clamp_(0, 1)
+
+
+def augment(images: torch.Tensor, points: torch.Tensor | None, cfg: AugmentConfig,
+            flip_perm: list[int] | None, generator: torch.Generator | None = None):
+    """uint8 (B, C, S, S) and pixel points (B, K, 2) -> augmented float images in [0, 1] and points.
+
+    Missing points (NaN) stay NaN.
+    """
+    x = to_float(images)
+    A, t, mirror = random_transforms(x.shape[0], cfg, generator)
+    x, points = warp(x, points, A, t, mirror, flip_perm)
+    return jitter_intensity(x, cfg, generator), points

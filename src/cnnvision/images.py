@@ -1,0 +1,72 @@
+"""Reading user images of any format, size and mode, and cropping square face boxes."""
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cnnvision.errors import InputError
+
+
+def open_image(path: str | Path, channels: int = 3) -> Image.Image:
+    """Decode an image, honour its EXIF orientation, and convert to grey (1) or RGB (3).
+
+    Transparent pixels are composited on white, so an RGBA logo does not turn black.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected an image")
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            im.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"{path}: cannot decode image ({e.__class__.__name__})") from None
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        im = Image.new("RGB", rgba.size, (255, 255, 255))
+        im.paste(rgba, mask=rgba.getchannel("A"))
+    if im.mode == "I;16" or im.mode == "I":
+        arr = np.asarray(im, dtype=np.float64)
+        im = Image.fromarray((arr / max(arr.max(), 1) * 255).astype(np.uint8))
+    return im.convert("L" if channels == 1 else "RGB")
+
+
+def square_box(x0: float, y0: float, x1: float, y1: float, margin: float = 0.0) -> tuple[float, float, float, float]:
+    """The square around a box's centre whose side is the box's longer side times (1 + 2 margin)."""
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    half = max(x1 - x0, y1 - y0) * (0.5 + margin)
+    return cx - half, cy - half, cx + half, cy + half
+
+
+def crop_square(im: Image.Image, box, size: int) -> np.ndarray:
+    """The box's content resampled to size x size (zeros outside the image): (size, size[, 3]) uint8."""
+    x0, y0, x1, y1 = box
+    scale = (x1 - x0) / size
+    # Affine map from output pixel to input pixel: in = out * scale + origin.
+    data = (scale, 0, x0, 0, scale, y0)
+    out = im.transform((size, size), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR)
+    if scale > 2:  # heavy downscale: average first to avoid aliasing
+        big = im.transform((size * 2, size * 2), Image.Transform.AFFINE, (scale / 2, 0, x0, 0, scale / 2, y0),
+                           resample=Image.Resampling.BILINEAR)
+        out = big.resize((size, size), Image.Resampling.BOX)
+    return np.asarray(out)
+
+
+# Points use pixel-centre coordinates (pixel i's centre is at i), as the Kaggle and 68-point
+# files do, while a box spans continuous coordinates; hence the half-pixel terms.
+def to_crop(points, box, size: int):
+    """Source-image points (..., K, 2) -> points in the size x size crop of box (x0, y0, x1, y1)."""
+    x0, y0, x1, _ = box
+    scale = (x1 - x0) / size
+    origin = np.array([x0, y0], dtype=np.float32) if not hasattr(points, "new_tensor") else points.new_tensor([x0, y0])
+    return (points + 0.5 - origin) / scale - 0.5
+
+
+def from_crop(points, box, size: int):
+    """Inverse of ``to_crop``."""
+    x0, y0, x1, _ = box
+    scale = (x1 - x0) / size
+    origin = np.array([x0, y0], dtype=np.float32) if not hasattr(points, "new_tensor") else points.new_tensor([x0, y0])
+    return (points + 0.5) * scale + origin - 0.5

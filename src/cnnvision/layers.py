@@ -1,0 +1,116 @@
+"""The tutorial's building blocks: convolution, pooling, fully connected and deconvolution.
+
+Each helper returns a small ``nn.Sequential`` (or layer) so nets read like the tutorial's
+diagrams. ``conv_output_size`` is the (W - F + 2P)/S + 1 rule the layers obey.
+"""
+import math
+
+import torch
+from torch import nn
+
+
+def conv_output_size(width: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
+    """Spatial size after a convolution or pooling window: floor((W - F + 2P) / S) + 1."""
+    span = dilation * (kernel - 1) + 1  # the receptive field of one output
+    if width + 2 * padding < span:
+        raise ValueError(f"input of size {width} (padding {padding}) is smaller than the kernel span {span}")
+    return (width + 2 * padding - span) // stride + 1
+
+
+def deconv_output_size(width: int, kernel: int, stride: int = 1, padding: int = 0, output_padding: int = 0) -> int:
+    """Spatial size after a transposed convolution, the inverse of ``conv_output_size``."""
+    return (width - 1) * stride - 2 * padding + kernel + output_padding
+
+
+def same_padding(kernel: int) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) zero padding that keeps the size at stride 1, TensorFlow's
+    'SAME': an even kernel puts the extra column on the right and the extra row at the bottom."""
+    before = (kernel - 1) // 2
+    after = kernel - 1 - before
+    return (before, after, before, after)
+
+
+def conv_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, padding: str | int = "same",
+              batch_norm: bool = False) -> nn.Sequential:
+    """Convolution, optional batch norm, then ReLU. ``padding="same"`` works for even kernels too."""
+    layers: list[nn.Module] = []
+    if padding == "same":
+        if stride != 1:
+            raise ValueError("'same' padding is defined here for stride 1 only")
+        left, right, top, bottom = same_padding(kernel)
+        if left == right:
+            pad = left
+        else:  # asymmetric: pad explicitly, as TF does for even kernels
+            layers.append(nn.ZeroPad2d((left, right, top, bottom)))
+            pad = 0
+    else:
+        pad = int(padding)
+    layers.append(nn.Conv2d(cin, cout, kernel, stride, pad, bias=not batch_norm))
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(cout))
+    layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def linear_relu(fin: int, fout: int, dropout: float = 0.0) -> nn.Sequential:
+    """Fully connected layer and ReLU, with optional dropout after it."""
+    layers: list[nn.Module] = [nn.Linear(fin, fout), nn.ReLU(inplace=True)]
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+def pool(kernel: int = 2, stride: int | None = None, kind: str = "max", padding: int = 0,
+         ceil_mode: bool = False) -> nn.Module:
+    """Max or average pooling: 2/2 halves the size, 3/2 is AlexNet's overlapping pool.
+
+    ``ceil_mode=True`` keeps a partial window at the edge, which is what TF's 'SAME' max pool
+    does for stride 2 on odd sizes.
+    """
+    stride = kernel if stride is None else stride
+    if kind == "max":
+        return nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode)
+    elif kind == "avg":
+        return nn.AvgPool2d(kernel, stride, padding, ceil_mode=ceil_mode, count_include_pad=False)
+    else:
+        raise ValueError(f"unknown pooling kind {kind!r} (use 'max' or 'avg')")
+
+
+def bilinear_kernel(factor: int) -> torch.Tensor:
+    """The (2f - f % 2) square kernel whose transposed convolution at stride f is bilinear upsampling."""
+    size = 2 * factor - factor % 2
+    centre = (size - 1) / 2 if size % 2 == 1 else factor - 0.5
+    grid = torch.arange(size, dtype=torch.float32)
+    ramp = 1 - (grid - centre).abs() / factor  # (size,)
+    return ramp[:, None] * ramp[None, :]  # (size, size)
+
+
+def deconv(cin: int, cout: int, factor: int = 2, bilinear: bool = False, bias: bool = True) -> nn.ConvTranspose2d:
+    """Transposed convolution that upsamples by ``factor`` (output = input * factor).
+
+    With ``bilinear=True`` (needs cin == cout) each channel starts as bilinear interpolation of
+    itself, the FCN paper's initialisation; training can then refine it.
+    """
+    kernel = 2 * factor - factor % 2
+    padding = math.ceil((factor - 1) / 2)
+    layer = nn.ConvTranspose2d(cin, cout, kernel, stride=factor, padding=padding, bias=bias)
+    if bilinear:
+        if cin != cout:
+            raise ValueError(f"bilinear deconvolution maps channels to themselves (got {cin} -> {cout})")
+        with torch.no_grad():
+            layer.weight.zero_()
+            kern = bilinear_kernel(factor)
+            for c in range(cin):
+                layer.weight[c, c] = kern
+            if bias:
+                layer.bias.zero_()
+    return layer
+
+
+def xavier_init(module: nn.Module) -> None:
+    """Glorot-uniform weights and zero biases for every conv and linear layer, as the tutorial."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

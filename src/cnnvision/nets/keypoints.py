@@ -1,0 +1,157 @@
+"""Keypoint regression: the tutorial's BasicCNN, a stronger net, and the Net that gives them a
+loss and metrics.
+
+Outputs are 2K numbers per face, the points in unit coordinates: -1 and 1 are the crop's
+edges, the tutorial's scaling of labels to [-1, 1].
+"""
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cnnvision.data.augment import pixels_to_unit, unit_to_pixels
+from cnnvision.data.layouts import get_layout
+from cnnvision.viz import face_grid
+from cnnvision.layers import conv_output_size, conv_relu, linear_relu, pool, xavier_init
+
+
+class BasicCNN(nn.Module):
+    """Exactly the tutorial's net: three conv + ReLU + 2x2 max-pool stages (3x3x32, 2x2x64,
+    2x2x128, 'SAME' padding), fc 100, fc 100, then the outputs; Xavier initialisation."""
+
+    def __init__(self, in_channels: int, image_size: int, outputs: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            conv_relu(in_channels, 32, 3), pool(2, ceil_mode=True),
+            conv_relu(32, 64, 2), pool(2, ceil_mode=True),
+            conv_relu(64, 128, 2), pool(2, ceil_mode=True),
+        )
+        side = image_size
+        for _ in range(3):
+            side = -(-side // 2)  # SAME pooling rounds up
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            linear_relu(128 * side * side, 100),
+            linear_relu(100, 100),
+            nn.Linear(100, outputs),
+        )
+        xavier_init(self)
+
+    def forward(self, x):
+        return self.head(self.features(x))  # (B, C, S, S) -> (B, outputs)
+
+
+class KPNet(nn.Module):
+    """Four VGG-style stages of 3x3 conv + batch norm + ReLU with 2x2 max-pool (channels w, 2w,
+    4w, 8w), then a dropout-regularised fully connected head on the flattened S/16 map.
+
+    Flattening rather than global pooling keeps where things are, which is the whole task.
+    """
+
+    def __init__(self, in_channels: int, image_size: int, outputs: int, width: int = 24, dropout: float = 0.3):
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            conv_relu(in_channels, w, 3, batch_norm=True), pool(2),
+            conv_relu(w, 2 * w, 3, batch_norm=True), pool(2),
+            conv_relu(2 * w, 4 * w, 3, batch_norm=True), conv_relu(4 * w, 4 * w, 3, batch_norm=True), pool(2),
+            conv_relu(4 * w, 8 * w, 3, batch_norm=True), conv_relu(8 * w, 8 * w, 3, batch_norm=True), pool(2),
+        )
+        side = image_size
+        for _ in range(4):
+            side = conv_output_size(side, 2, 2)
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            linear_relu(8 * w * side * side, 256, dropout),
+            nn.Linear(256, outputs),
+        )
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+        nn.init.zeros_(self.head[-1].weight)  # start at the centre of the crop
+        nn.init.zeros_(self.head[-1].bias)
+
+    def forward(self, x):
+        return self.head(self.features(x))  # (B, C, S, S) -> (B, outputs)
+
+
+@dataclass
+class KeypointNetConfig:
+    arch: str = "kpnet"       # basic_cnn | kpnet
+    layout: str = "kaggle15"  # which points, in which order (data/layouts.py)
+    in_channels: int = 1      # 1 grey, 3 RGB
+    image_size: int = 96      # side of the square face crop
+    width: int = 24           # kpnet: channels of the first stage
+    dropout: float = 0.3      # kpnet: dropout in the head
+
+
+class KeypointNet(nn.Module):
+    """A keypoint model with its loss (MSE masked to labelled coordinates) and metrics (RMSE in
+    source pixels; NME for layouts with eye corners and complete labels)."""
+
+    task = "keypoints"
+    primary_metric = ("rmse", "min")
+
+    def __init__(self, cfg: KeypointNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.layout = get_layout(cfg.layout)
+        outputs = 2 * self.layout.num_points
+        if cfg.arch == "basic_cnn":
+            self.model = BasicCNN(cfg.in_channels, cfg.image_size, outputs)
+        elif cfg.arch == "kpnet":
+            self.model = KPNet(cfg.in_channels, cfg.image_size, outputs, cfg.width, cfg.dropout)
+        else:
+            raise ValueError(f"unknown keypoint net {cfg.arch!r} (use basic_cnn or kpnet)")
+
+    def forward(self, x):
+        return self.model(x)  # (B, 2K) unit coordinates
+
+    def loss(self, out: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Mean squared error over labelled coordinates only; NaN marks a missing label."""
+        target = pixels_to_unit(points, self.cfg.image_size).flatten(1)  # (B, 2K)
+        mask = ~torch.isnan(target)
+        diff = torch.where(mask, out.float() - target.nan_to_num(), 0.0)
+        return diff.pow(2).sum() / mask.sum().clamp(min=1)
+
+    def to_pixels(self, out: torch.Tensor) -> torch.Tensor:
+        """(B, 2K) outputs -> (B, K, 2) points in crop pixels."""
+        return unit_to_pixels(out.float().view(out.shape[0], -1, 2), self.cfg.image_size)
+
+    def predict(self, x: torch.Tensor, flip: bool = True) -> torch.Tensor:
+        """Points in crop pixels (B, K, 2); with ``flip`` the mirrored face is predicted too and
+        the two answers averaged (test-time augmentation)."""
+        points = self.to_pixels(self(x))
+        if flip:
+            mirrored = self.to_pixels(self(x.flip(-1)))[:, self.layout.flip_permutation()]
+            mirrored[..., 0] = self.cfg.image_size - 1 - mirrored[..., 0]
+            points = (points + mirrored) / 2
+        return points
+
+    def picture(self, data, points: torch.Tensor):
+        """Faces with predicted (red) and true (green) points, an (H, W, 3) uint8 grid."""
+        return face_grid(data.images, points, data.points)
+
+    def metrics(self, points: torch.Tensor, data) -> dict[str, float]:
+        """Errors of predicted crop-pixel points (N, K, 2) against a KeypointDataset, in the
+        source image's pixels."""
+        scale = (data.boxes[:, 2] - data.boxes[:, 0]) / data.size  # (N,) source px per crop px
+        err = (points - data.points) * scale[:, None, None]      # (N, K, 2)
+        labelled = ~torch.isnan(err)
+        out = {"rmse": float(err[labelled].pow(2).mean().sqrt()), "count": len(data)}
+        if self.layout.name == "ibug68":
+            out["nme"] = nme(points, data.points)
+        return out
+
+
+def nme(pred: torch.Tensor, true: torch.Tensor, eyes=(36, 45)) -> float:
+    """Mean point-to-point error over the outer-eye-corner distance (300-W's normalisation),
+    averaged over faces with all points labelled."""
+    complete = ~torch.isnan(true).flatten(1).any(1)
+    pred, true = pred[complete], true[complete]
+    if len(true) == 0:
+        return float("nan")
+    per_face = (pred - true).norm(dim=-1).mean(1) / (true[:, eyes[0]] - true[:, eyes[1]]).norm(dim=-1)
+    return float(per_face.mean())
+

@@ -1,0 +1,296 @@
+"""The Solver trains and evaluates any Net on any Dataset.
+
+A Net is an ``nn.Module`` with ``loss(out, target)``, ``predict(x)``, ``metrics(pred, data)``
+and ``primary_metric``; a Dataset has ``len()`` and ``batch(idx, generator)``. The run folder
+gets config.json, metrics.csv, TensorBoard events, last.pt and best.pt; ``resume`` continues
+from last.pt exactly (model, optimizer, scheduler, step, RNG).
+"""
+import contextlib
+import csv
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from cnnvision import checkpoint
+from cnnvision.errors import InputError
+from cnnvision.nets import net_spec
+
+
+@dataclass
+class SolverConfig:
+    epochs: int = 30              # passes over the training set
+    batch_size: int = 64          # examples per step
+    optimizer: str = "adamw"      # adam | adamw | sgd
+    lr: float = 2e-3              # peak learning rate
+    weight_decay: float = 1e-4    # decoupled for adamw, L2 for adam and sgd
+    momentum: float = 0.9         # sgd only
+    schedule: str = "cosine"      # cosine | step | constant, after a linear warm-up
+    warmup_steps: int = 100       # steps of linear warm-up from 0
+    clip_grad: float = 0.0        # max global gradient norm, 0 = no clipping
+    patience: int = 0             # early stopping: epochs without a better val metric, 0 = off
+    log_every: int = 10           # steps between log lines
+    seed: int = 0                 # seeds the weights, the batch order and the augmentation
+    precision: str = "auto"       # auto (bf16 where the CPU has it, fp32 otherwise) | fp32 | bf16
+    channels_last: bool = True    # NHWC tensors: faster convolutions on CPU
+    device: str = "cpu"           # cpu | cuda | auto
+    eval_flip: bool = True        # average predictions with the mirrored image's at evaluation
+    max_steps: int = 0            # stop after this many steps (smoke runs), 0 = no limit
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast(device: torch.device, precision: str):
+    """Mixed precision context: bf16 autocast where asked for (or where 'auto' finds it fast)."""
+    use = precision == "bf16" or (precision == "auto" and (device.type == "cuda" or cpu_has_bf16()))
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"unknown precision {precision!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use else contextlib.nullcontext()
+
+
+def make_optimizer(params, cfg: SolverConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, cfg.lr, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "adam":
+        return torch.optim.Adam(params, cfg.lr, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    else:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r} (use adam, adamw or sgd)")
+
+
+class WarmupSchedule:
+    """Learning-rate factor per step: linear warm-up, then cosine to zero, steps of 10x at 50%
+    and 75%, or constant. A class (not a lambda) so LambdaLR can store it in checkpoints."""
+
+    def __init__(self, kind: str, warmup: int, total: int):
+        if kind not in ("cosine", "step", "constant"):
+            raise ValueError(f"unknown schedule {kind!r} (use cosine, step or constant)")
+        self.kind, self.warmup, self.total = kind, warmup, max(total, 1)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min(step / self.total, 1.0)
+        if self.kind == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        elif self.kind == "step":
+            return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
+        return 1.0
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator | None = None):
+    """Index batches over n samples, shuffled when given a generator. A last batch of one is
+    dropped in training, where batch norm cannot use it."""
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for idx in order.split(batch_size):
+        if generator is not None and len(idx) < 2:
+            continue
+        yield idx
+
+
+def predict(net, data, batch_size: int = 256, device: torch.device = torch.device("cpu"),
+            precision: str = "auto", flip: bool = True, channels_last: bool = True) -> torch.Tensor:
+    """The Net's predictions for a whole dataset, in order."""
+    net.eval()
+    outs = []
+    with torch.inference_mode(), autocast(device, precision):
+        for idx in batches(len(data), batch_size):
+            x, _ = data.batch(idx)
+            x = x.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+            outs.append(net.predict(x, flip=flip).float().cpu())
+    return torch.cat(outs)
+
+
+def evaluate(net, data, batch_size: int = 256, device=torch.device("cpu"), precision: str = "auto",
+             flip: bool = True, channels_last: bool = True) -> dict:
+    return net.metrics(predict(net, data, batch_size, device, precision, flip, channels_last), data)
+
+
+class Solver:
+    def __init__(self, net, train_set, val_set, cfg: SolverConfig, out_dir: str | Path | None = None,
+                 run_config: dict | None = None):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.net = net.to(self.device, memory_format=self.memory_format)
+        self.train_set, self.val_set = train_set, val_set
+        self.out = Path(out_dir) if out_dir else None
+        self.run_config = run_config or {}
+        self.optimizer = make_optimizer(self.net.parameters(), cfg)
+        steps_per_epoch = max(1, len(train_set) // cfg.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, WarmupSchedule(cfg.schedule, cfg.warmup_steps, steps_per_epoch * cfg.epochs))
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.step, self.epoch, self.bad_epochs = 0, 0, 0
+        name, mode = net.primary_metric
+        self.best = math.inf if mode == "min" else -math.inf
+        self.writer = None
+
+    # -- one step ----------------------------------------------------------------------------
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, memory_format=self.memory_format, non_blocking=True)
+        y = y.to(self.device, non_blocking=True)
+        with autocast(self.device, self.cfg.precision):
+            out = self.net(x)
+        loss = self.net.loss(out, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.clip_grad)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return loss.detach()
+
+    # -- state ---------------------------------------------------------------------------------
+    def state(self, metrics: dict) -> dict:
+        return {
+            "net": net_spec(self.net),
+            "model": {k: v.cpu() for k, v in self.net.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step, "epoch": self.epoch, "best": self.best, "bad_epochs": self.bad_epochs,
+            "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "metrics": metrics, "config": self.run_config,
+        }
+
+    def restore(self, path: Path) -> None:
+        state = checkpoint.load(path)
+        if state["net"] != net_spec(self.net):
+            raise InputError(f"{path}: was trained with a different net ({state['net']['config']}); "
+                             "resume with the same options")
+        if "optimizer" not in state:
+            raise InputError(f"{path}: holds weights only, not a training state to resume")
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.epoch, self.best = state["step"], state["epoch"], state["best"]
+        self.bad_epochs = state["bad_epochs"]
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict:
+        cfg = self.cfg
+        if resume:
+            if self.out is None or not (self.out / "last.pt").exists():
+                raise InputError(f"{self.out}/last.pt: no such file, nothing to resume")
+            self.restore(self.out / "last.pt")
+            print(f"resumed from {self.out / 'last.pt'} at epoch {self.epoch}, step {self.step}")
+        else:
+            torch.manual_seed(cfg.seed)
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(self.run_config, indent=2) + "\n")
+            self.writer = tensorboard_writer(self.out)
+        metrics: dict = {}
+        interval_loss, interval_n, t0 = 0.0, 0, time.perf_counter()
+        name, mode = self.net.primary_metric
+        while self.epoch < cfg.epochs:
+            self.net.train()
+            steps = len(self.train_set) // cfg.batch_size + 1
+            bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
+                       disable=not sys.stderr.isatty())
+            for idx in batches(len(self.train_set), cfg.batch_size, self.generator):
+                x, y = self.train_set.batch(idx, self.generator)
+                loss = self.train_step(x, y)
+                interval_loss += float(loss) * len(idx)
+                interval_n += len(idx)
+                bar.update()
+                if self.step % cfg.log_every == 0:
+                    rate = interval_n / (time.perf_counter() - t0)
+                    mean = interval_loss / interval_n
+                    bar.write(f"step {self.step}: loss = {mean:.4f} ({rate:.1f} examples/sec)", file=sys.stdout)
+                    if self.writer:
+                        self.writer.add_scalar("train/loss", mean, self.step)
+                        self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
+                        self.writer.add_scalar("train/examples_per_sec", rate, self.step)
+                    interval_loss, interval_n, t0 = 0.0, 0, time.perf_counter()
+                if cfg.max_steps and self.step >= cfg.max_steps:
+                    break
+            bar.close()
+            self.epoch += 1
+            metrics = self.evaluate()
+            value = metrics[name]
+            improved = value < self.best if mode == "min" else value > self.best
+            if improved:
+                self.best, self.bad_epochs = value, 0
+            else:
+                self.bad_epochs += 1
+            shown = ", ".join(f"{k} = {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+            print(f"epoch {self.epoch}: {shown}" + (" (best)" if improved else ""))
+            self.record(metrics, improved)
+            if cfg.max_steps and self.step >= cfg.max_steps:
+                print(f"stopped at --max-steps {cfg.max_steps}")
+                break
+            if cfg.patience and self.bad_epochs >= cfg.patience:
+                print(f"early stop: no better {name} in {cfg.patience} epochs")
+                break
+            t0 = time.perf_counter()  # evaluation time is not training throughput
+        if self.writer:
+            self.writer.close()
+        return metrics
+
+    def evaluate(self) -> dict:
+        return evaluate(self.net, self.val_set, 256, self.device, self.cfg.precision, self.cfg.eval_flip,
+                        self.cfg.channels_last)
+
+    def record(self, metrics: dict, improved: bool) -> None:
+        """Checkpoints, metrics.csv and TensorBoard after an epoch."""
+        if self.out is None:
+            return
+        row = {"epoch": self.epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0], **metrics}
+        file = self.out / "metrics.csv"
+        new = not file.exists()
+        with open(file, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        state = self.state(metrics)
+        checkpoint.save(self.out / "last.pt", state)
+        if improved:
+            checkpoint.save(self.out / "best.pt", {k: state[k] for k in ("net", "model", "metrics", "config", "epoch", "step")})
+        if self.writer:
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)):
+                    self.writer.add_scalar(f"val/{k}", v, self.step)
+            picture = self.net_picture()
+            if picture is not None:
+                self.writer.add_image("val/predictions", picture, self.step, dataformats="HWC")
+
+    def net_picture(self):
+        if not hasattr(self.net, "picture"):
+            return None
+        sample = self.val_set.subset(torch.arange(min(16, len(self.val_set))))
+        return self.net.picture(sample, predict(self.net, sample, device=self.device, precision=self.cfg.precision,
+                                                channels_last=self.cfg.channels_last))
+
+
+def tensorboard_writer(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency, but a broken install should not stop training
+        print("warning: tensorboard is not importable; no event files will be written", file=sys.stderr)
+        return None
+    return SummaryWriter(str(out / "tb"))
