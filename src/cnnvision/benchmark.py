@@ -16,7 +16,7 @@ def benchmark(net: str = "basic_cnn", batch_size: int = 50, steps: int = 40, war
               augment: bool = True, **solver) -> dict:
     cfg = SolverConfig(batch_size=batch_size, **{k: v for k, v in solver.items() if v is not None})
     g = torch.Generator().manual_seed(0)
-    n = batch_size * steps
+    n = batch_size * max(steps, warmup)
     data = KeypointDataset(torch.randint(0, 256, (n, 1, 96, 96), dtype=torch.uint8, generator=g),
                            torch.rand(n, 15, 2, generator=g) * 96, KAGGLE15,
                            augment=AugmentConfig() if augment else None)
@@ -37,16 +37,17 @@ def benchmark(net: str = "basic_cnn", batch_size: int = 50, steps: int = 40, war
         return time.perf_counter() - start
 
     train_steps(warmup)
-    train_rate = batch_size * steps / train_steps(steps)
+    train_rate = batch_size * steps / train_steps(steps)  # n covers max(steps, warmup) batches
     kwargs = dict(batch_size=batch_size, device=trainer.device, precision=cfg.precision,
                   channels_last=cfg.channels_last)
     predict(model, data.subset(torch.arange(batch_size * warmup)), flip=False, **kwargs)
+    timed = data.subset(torch.arange(batch_size * steps))
     start = time.perf_counter()
-    predict(model, data, flip=False, **kwargs)
-    infer_rate = n / (time.perf_counter() - start)
+    predict(model, timed, flip=False, **kwargs)
+    infer_rate = len(timed) / (time.perf_counter() - start)
     start = time.perf_counter()
-    predict(model, data, flip=True, **kwargs)
-    flip_rate = n / (time.perf_counter() - start)
+    predict(model, timed, flip=True, **kwargs)
+    flip_rate = len(timed) / (time.perf_counter() - start)
     return {"net": net, "batch_size": batch_size, "steps": steps, "threads": torch.get_num_threads(),
             "precision": cfg.precision, "channels_last": cfg.channels_last, "device": str(trainer.device),
             "train_examples_per_sec": round(train_rate, 1), "infer_examples_per_sec": round(infer_rate, 1),

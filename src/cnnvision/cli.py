@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true", help="train without flips, warps and jitter")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed CSV rows instead of stopping")
     p.add_argument("--no-cache", action="store_true", help="parse the data again instead of using the cache")
+    p.add_argument("--synthetic-count", type=int, default=2400, help="faces to draw when there is no --data")
     add_solver_args(p)
 
     p = sub.add_parser("evaluate", help="metrics of a model on labelled data")
@@ -95,7 +96,7 @@ def run(a: argparse.Namespace) -> int:
         data_name = Path(a.data).name.split(".")[0] if a.data else "synthetic"
         out = a.out or f"runs/{a.net}-{data_name}"
         keypoints.train(a.data, a.images, a.net, out, a.resume, a.val_fraction, a.image_size, a.channels, a.width,
-                        a.skip_bad_rows, not a.no_cache, not a.no_augment, **solver_overrides(a))
+                        a.skip_bad_rows, not a.no_cache, not a.no_augment, a.synthetic_count, **solver_overrides(a))
     elif a.command == "evaluate":
         net = checkpoint.load_net(a.checkpoint, a.pretrained)
         metrics = keypoints.evaluate_file(net, a.data, a.images, a.skip_bad_rows)

@@ -137,9 +137,8 @@ class Solver:
         self.out = Path(out_dir) if out_dir else None
         self.run_config = run_config or {}
         self.optimizer = make_optimizer(self.net.parameters(), cfg)
-        steps_per_epoch = max(1, len(train_set) // cfg.batch_size)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, WarmupSchedule(cfg.schedule, cfg.warmup_steps, steps_per_epoch * cfg.epochs))
+        self.schedule = WarmupSchedule(cfg.schedule, cfg.warmup_steps, max(1, len(train_set) // cfg.batch_size) * cfg.epochs)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.step, self.epoch, self.bad_epochs = 0, 0, 0
         name, mode = net.primary_metric
@@ -183,7 +182,9 @@ class Solver:
             raise InputError(f"{path}: holds weights only, not a training state to resume")
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        total = self.schedule.total
         self.scheduler.load_state_dict(state["scheduler"])
+        self.schedule.total = total  # a resumed run may have been given more epochs
         self.step, self.epoch, self.best = state["step"], state["epoch"], state["best"]
         self.bad_epochs = state["bad_epochs"]
         self.generator.set_state(state["generator"])
@@ -246,7 +247,8 @@ class Solver:
             if cfg.patience and self.bad_epochs >= cfg.patience:
                 print(f"early stop: no better {name} in {cfg.patience} epochs")
                 break
-            t0 = time.perf_counter()  # evaluation time is not training throughput
+            # evaluation time is not training throughput: the next interval starts now
+            interval_loss, interval_n, t0 = 0.0, 0, time.perf_counter()
         if self.writer:
             self.writer.close()
         return metrics

@@ -34,7 +34,7 @@ def solver_config(overrides: dict) -> SolverConfig:
 def train(data: str | None = None, images: str | None = None, net: str = "kpnet", out: str | Path = "runs/keypoints",
           resume: bool = False, val_fraction: float = 0.15, image_size: int = 96, channels: int = 1,
           width: int = 24, skip_bad_rows: bool = False, use_cache: bool = True, augment: bool = True,
-          **solver) -> dict:
+          synthetic_count: int = 2400, **solver) -> dict:
     """Train a keypoint Net, evaluate its best checkpoint on the held-out people, and draw them.
 
     ``solver`` holds SolverConfig fields (epochs, lr, batch_size, ...). Returns the final metrics.
@@ -46,10 +46,11 @@ def train(data: str | None = None, images: str | None = None, net: str = "kpnet"
         data, images, net = stored["data"], stored["images"], stored["net"]["arch"]
         val_fraction, image_size, channels = stored["val_fraction"], stored["image_size"], stored["channels"]
         width, skip_bad_rows, augment = stored["net"]["width"], stored["skip_bad_rows"], stored["augment"] is not None
+        synthetic_count = stored["synthetic_count"]
         solver = {**stored["solver"], **({"epochs": epochs} if epochs else {})}
     elif (out / "last.pt").exists():
         raise InputError(f"{out}: already holds a run (last.pt); use --resume to continue it or another --out")
-    dataset = load_keypoints(data, images, image_size, channels, skip_bad_rows, use_cache)
+    dataset = load_keypoints(data, images, image_size, channels, skip_bad_rows, use_cache, synthetic_count)
     train_idx, val_idx = split_by_identity(dataset.identities, len(dataset), val_fraction)
     train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
     if len(train_set) < 2 or len(val_set) < 1:
@@ -63,7 +64,7 @@ def train(data: str | None = None, images: str | None = None, net: str = "kpnet"
     model = KeypointNet(net_cfg)
     run_config = {
         "command": "train", "data": str(data) if data else None, "images": str(images) if images else None,
-        "val_fraction": val_fraction, "image_size": image_size, "channels": channels, "skip_bad_rows": skip_bad_rows,
+        "synthetic_count": synthetic_count, "val_fraction": val_fraction, "image_size": image_size, "channels": channels, "skip_bad_rows": skip_bad_rows,
         "net": asdict(net_cfg), "solver": asdict(cfg), "augment": asdict(aug) if aug else None,
         "train_count": len(train_set), "val_count": len(val_set),
         "val_people": len(set(val_set.identities)) if val_set.identities else None,

@@ -163,3 +163,21 @@ def load_kaggle(path: str | Path, identities: str | Path | None = None, skip_bad
     people = read_identities(Path(identities), n) if identities else None
     images = torch.from_numpy(arrays["images"])[:, None]  # (N, 1, 96, 96)
     return KeypointDataset(images, torch.from_numpy(arrays["points"]), KAGGLE15, identities=people)
+
+
+def write_kaggle_csv(data: KeypointDataset, path: str | Path, test: bool = False) -> None:
+    """Write 96x96 grey faces in the Kaggle layout: training.csv (keypoints, then Image) or,
+    with ``test``, test.csv (ImageId, Image). Missing points become empty fields."""
+    if data.size != SIDE or data.channels != 1:
+        raise ValueError("the Kaggle layout holds 96x96 grey faces")
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wt", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["ImageId", "Image"] if test else KEYPOINT_COLUMNS + ["Image"])
+        for i in range(len(data)):
+            pixels = " ".join(map(str, data.images[i, 0].flatten().tolist()))
+            if test:
+                w.writerow([i + 1, pixels])
+            else:
+                coords = ["" if np.isnan(v) else f"{v:.4f}" for v in data.points[i].flatten().tolist()]
+                w.writerow(coords + [pixels])

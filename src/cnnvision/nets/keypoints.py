@@ -69,7 +69,8 @@ class KPNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-        nn.init.zeros_(self.head[-1].weight)  # start at the centre of the crop
+        # Start near the centre of the crop; small (not zero) weights so every layer learns at once.
+        nn.init.normal_(self.head[-1].weight, std=1e-3)
         nn.init.zeros_(self.head[-1].bias)
 
     def forward(self, x):

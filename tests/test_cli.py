@@ -1,0 +1,137 @@
+"""The CLI end to end on synthetic data, in-process, and its one-line errors."""
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnvision.cli import main
+from cnnvision.data.kaggle import write_kaggle_csv
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny keypoint run on synthetic faces: train, then the run folder."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    code = main(["train", "--synthetic-count", "60", "--net", "basic_cnn", "--epochs", "2", "--batch-size", "16",
+                 "--out", str(out), "--log-every", "2"])
+    assert code == 0
+    return out
+
+
+def test_train_writes_everything(trained):
+    names = {p.name for p in trained.iterdir()}
+    assert {"config.json", "metrics.csv", "last.pt", "best.pt", "predictions.png", "metrics.json", "tb"} <= names
+    config = json.loads((trained / "config.json").read_text())
+    assert config["net"]["arch"] == "basic_cnn" and config["val_people"] > 0
+    assert Image.open(trained / "predictions.png").size[0] > 0
+
+
+def test_train_refuses_to_overwrite_a_run(trained, capsys):
+    assert main(["train", "--synthetic-count", "60", "--out", str(trained)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and err.count("\n") == 1
+
+
+def test_resume_extends_a_run(trained, capsys):
+    assert main(["train", "--out", str(trained), "--resume", "--epochs", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "epoch 3:" in out
+    assert len((trained / "metrics.csv").read_text().splitlines()) == 4
+
+
+def test_evaluate_and_json(trained, tmp_path, faces96, capsys):
+    data = tmp_path / "training.csv"
+    write_kaggle_csv(faces96, data)
+    report = tmp_path / "m.json"
+    assert main(["evaluate", "--checkpoint", str(trained / "best.pt"), "--data", str(data), "--json", str(report)]) == 0
+    metrics = json.loads(report.read_text())
+    assert set(metrics) == {"rmse", "count"} and metrics["count"] == len(faces96) and metrics["rmse"] > 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == metrics
+
+
+def test_predict_any_image(trained, tmp_path, capsys):
+    paths = []
+    for i, (mode, size) in enumerate([("L", (96, 96)), ("RGB", (150, 90)), ("RGBA", (40, 70))]):
+        p = tmp_path / f"face{i}.png"
+        Image.new(mode, size, 128).save(p)
+        paths.append(str(p))
+    out_json = tmp_path / "kp.json"
+    assert main(["predict", "--checkpoint", str(trained / "best.pt"), *paths, "--out", str(tmp_path / "ov"),
+                 "--json", str(out_json)]) == 0
+    result = json.loads(out_json.read_text())
+    assert list(result) == paths
+    (w, h) = (150, 90)
+    face = result[paths[1]][0]
+    assert face["box"] == [0, 0, w, h] and len(face["keypoints"]) == 15
+    assert len(list((tmp_path / "ov").glob("*.png"))) == 3
+
+
+def test_submit_against_a_lookup(trained, tmp_path, faces96):
+    test = tmp_path / "test.csv"
+    write_kaggle_csv(faces96.subset(range(3)), test, test=True)
+    lookup = tmp_path / "IdLookupTable.csv"
+    lookup.write_text("RowId,ImageId,FeatureName,Location\r\n1,1,left_eye_center_x\r\n2,3,nose_tip_y\r\n")
+    sub = tmp_path / "submission.csv"
+    assert main(["submit", "--checkpoint", str(trained / "best.pt"), "--test", str(test), "--lookup", str(lookup),
+                 "--out", str(sub)]) == 0
+    rows = list(csv.reader(open(sub)))
+    assert rows[0] == ["RowId", "Location"] and [r[0] for r in rows[1:]] == ["1", "2"]
+    assert all(0 <= float(r[1]) <= 96 for r in rows[1:])
+
+
+def test_submit_unknown_image_in_lookup(trained, tmp_path, faces96, capsys):
+    test = tmp_path / "test.csv"
+    write_kaggle_csv(faces96.subset(range(2)), test, test=True)
+    lookup = tmp_path / "lookup.csv"
+    lookup.write_text("RowId,ImageId,FeatureName,Location\n1,9,left_eye_center_x\n")
+    sub = tmp_path / "submission.csv"
+    assert main(["submit", "--checkpoint", str(trained / "best.pt"), "--test", str(test), "--lookup", str(lookup),
+                 "--out", str(sub)]) == 2
+    assert "row 2: unknown image 9" in capsys.readouterr().err
+    assert not sub.exists()  # nothing half-written
+
+
+def test_submission_for_the_real_lookup_table(trained, tmp_path, shared):
+    """1783 stand-in test faces, the real IdLookupTable: every RowId of the sample submission."""
+    from cnnvision.data.synthetic import synthetic_faces
+    test = tmp_path / "test.csv"
+    write_kaggle_csv(synthetic_faces(1783, people=50), test, test=True)
+    sub = tmp_path / "submission.csv"
+    assert main(["submit", "--checkpoint", str(trained / "best.pt"), "--test", str(test),
+                 "--lookup", str(shared / "kaggle-fkd" / "IdLookupTable.csv"), "--out", str(sub)]) == 0
+    ours = list(csv.reader(open(sub)))
+    sample = list(csv.reader(open(shared / "kaggle-fkd" / "SampleSubmission.csv")))
+    assert ours[0] == sample[0] == ["RowId", "Location"]
+    assert [r[0] for r in ours] == [r[0] for r in sample] and len(ours) == 27125
+    values = np.array([float(r[1]) for r in ours[1:]])
+    assert values.min() >= 0 and values.max() <= 96 and values.std() > 1
+
+
+def test_benchmark_json(tmp_path):
+    out = tmp_path / "b.json"
+    assert main(["benchmark", "--net", "basic_cnn", "--batch-size", "4", "--steps", "2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["train_examples_per_sec"] > 0 and result["infer_examples_per_sec"] > 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["evaluate", "--checkpoint", "{tmp}/missing.pt", "--data", "{tmp}/x.csv"], "missing.pt: no such file"),
+    (["evaluate", "--checkpoint", "{tmp}/junk.pt", "--data", "{tmp}/x.csv"], "junk.pt: not a cnnvision checkpoint"),
+    (["evaluate", "--pretrained", "nope", "--data", "{tmp}/x.csv"], "unknown pretrained model 'nope'"),
+    (["predict", "--checkpoint", "{best}", "{tmp}/junk.pt"], "junk.pt: cannot decode image"),
+    (["predict", "--checkpoint", "{best}", "{tmp}/none.jpg"], "none.jpg: no such file"),
+    (["evaluate", "--checkpoint", "{best}", "--data", "{tmp}/junk.pt"], "junk.pt: not a text CSV"),
+    (["evaluate", "--checkpoint", "{best}", "--data", "{tmp}/empty.csv"], "empty.csv: file is empty"),
+    (["train", "--data", "{tmp}/empty.csv", "--out", "{tmp}/r"], "empty.csv: file is empty"),
+    (["train", "--data", "{tmp}/nothing.csv", "--out", "{tmp}/r"], "nothing.csv: no such file"),
+])
+def test_bad_input_gives_one_line_and_status_2(trained, tmp_path, capsys, args, message):
+    (tmp_path / "junk.pt").write_bytes(b"\x00\x01garbage\xff")
+    (tmp_path / "empty.csv").write_bytes(b"")
+    args = [a.format(tmp=tmp_path, best=trained / "best.pt") for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "r").exists()

@@ -1,0 +1,87 @@
+import pytest
+import torch
+
+from cnnvision.nets import KeypointNet, KeypointNetConfig, build_net, net_spec
+
+
+@pytest.mark.parametrize("arch", ["basic_cnn", "kpnet"])
+@pytest.mark.parametrize("layout,channels", [("kaggle15", 1), ("ibug68", 3)])
+def test_shapes_finite_and_every_parameter_gets_a_gradient(arch, layout, channels):
+    net = KeypointNet(KeypointNetConfig(arch=arch, layout=layout, in_channels=channels, image_size=32, width=8))
+    x = torch.rand(3, channels, 32, 32)
+    out = net(x)
+    k = net.layout.num_points
+    assert out.shape == (3, 2 * k)
+    assert torch.isfinite(out).all()
+    target = torch.rand(3, k, 2) * 32
+    net.loss(out, target).backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"{name} got no gradient"
+
+
+def test_basic_cnn_is_the_tutorials_net():
+    net = KeypointNet(KeypointNetConfig(arch="basic_cnn"))
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
+        (1, 32, (3, 3)), (32, 64, (2, 2)), (64, 128, (2, 2))]
+    linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(12 * 12 * 128, 100), (100, 100), (100, 30)]
+
+
+def test_masked_loss_ignores_missing_labels():
+    net = KeypointNet(KeypointNetConfig(arch="basic_cnn", image_size=32))
+    out = torch.zeros(2, 30)
+    target = torch.full((2, 15, 2), 15.5)  # the centre: unit coordinate 0
+    full = net.loss(out, target)
+    assert full.item() == pytest.approx(0.0, abs=1e-6)
+    target[0, 3] = float("nan")
+    wild = out.clone()
+    wild[0, 6:8] = 1e3  # a huge error on the missing point must not count
+    assert net.loss(wild, target).item() == pytest.approx(0.0, abs=1e-6)
+    wild[1, 0] = 1.0  # one labelled coordinate off by 1 of 58 labelled
+    assert net.loss(wild, target).item() == pytest.approx(1 / 58)
+    all_missing = torch.full((2, 15, 2), float("nan"))
+    loss = net.loss(wild.requires_grad_(), all_missing)
+    assert loss.item() == 0.0 and torch.isfinite(loss)
+
+
+def test_overfits_a_tiny_batch(faces32):
+    torch.manual_seed(0)
+    net = KeypointNet(KeypointNetConfig(arch="kpnet", image_size=32, width=8, dropout=0.0))
+    x, y = faces32.batch(torch.arange(8))
+    opt = torch.optim.Adam(net.parameters(), 3e-3)
+    first = None
+    for _ in range(150):
+        loss = net.loss(net(x), y)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first / 50
+
+
+def test_flip_prediction_of_symmetric_net_output_is_consistent(faces32):
+    net = KeypointNet(KeypointNetConfig(arch="basic_cnn", image_size=32)).eval()
+    x, _ = faces32.batch(torch.arange(4))
+    with torch.no_grad():
+        plain = net.predict(x, flip=False)
+        both = net.predict(x, flip=True)
+        mirrored = net.predict(x.flip(-1), flip=False)[:, net.layout.flip_permutation()]
+    mirrored[..., 0] = 31 - mirrored[..., 0]
+    torch.testing.assert_close(both, (plain + mirrored) / 2)
+
+
+def test_net_spec_round_trips():
+    net = KeypointNet(KeypointNetConfig(arch="kpnet", width=8, image_size=32))
+    spec = net_spec(net)
+    again = build_net(spec["task"], spec["config"])
+    assert again.cfg == net.cfg
+    with pytest.raises(ValueError):
+        KeypointNet(KeypointNetConfig(arch="resnet999"))
+
+
+def test_nme_is_scale_free():
+    from cnnvision.nets.keypoints import nme
+    true = torch.rand(5, 68, 2) * 50
+    pred = true + 1.0
+    assert nme(pred * 3, true * 3) == pytest.approx(nme(pred, true), rel=1e-5)

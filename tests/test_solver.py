@@ -1,0 +1,127 @@
+import math
+
+import pytest
+import torch
+
+from cnnvision import checkpoint
+from cnnvision.data.augment import AugmentConfig
+from cnnvision.errors import InputError
+from cnnvision.nets import KeypointNet, KeypointNetConfig
+from cnnvision.solver import Solver, SolverConfig, WarmupSchedule, batches
+
+
+def make_solver(faces32, out, epochs=2, **kw):
+    torch.manual_seed(0)
+    train = faces32.subset(range(48))
+    train.augment = AugmentConfig()
+    val = faces32.subset(range(48, 64))
+    net = KeypointNet(KeypointNetConfig(arch="kpnet", image_size=32, width=8))
+    cfg = SolverConfig(epochs=epochs, batch_size=16, warmup_steps=2, log_every=2, **kw)
+    return Solver(net, train, val, cfg, out, {"note": "test"})
+
+
+def test_fit_writes_a_run_folder(faces32, tmp_path, capsys):
+    solver = make_solver(faces32, tmp_path / "run")
+    metrics = solver.fit()
+    assert set(metrics) >= {"rmse", "count"} and math.isfinite(metrics["rmse"])
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"config.json", "metrics.csv", "last.pt", "best.pt", "tb"} <= files
+    assert any((tmp_path / "run" / "tb").iterdir())
+    assert len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 3  # header + 2 epochs
+    out = capsys.readouterr().out
+    assert "step 2: loss = " in out and "examples/sec)" in out
+    best = checkpoint.load_net(tmp_path / "run" / "best.pt")
+    assert best.cfg == solver.net.cfg
+
+
+def test_resume_continues_exactly(faces32, tmp_path):
+    straight = make_solver(faces32, tmp_path / "a", epochs=3)
+    straight.fit()
+    first = make_solver(faces32, tmp_path / "b", epochs=3, max_steps=3)  # "killed" after epoch 1
+    first.fit()
+    assert first.epoch == 1
+    resumed = make_solver(faces32, tmp_path / "b", epochs=3)
+    resumed.fit(resume=True)
+    assert resumed.step == straight.step
+    for (name, a), b in zip(straight.net.state_dict().items(), resumed.net.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name} differs after resume")
+
+
+def test_resume_needs_a_run(faces32, tmp_path):
+    with pytest.raises(InputError, match="nothing to resume"):
+        make_solver(faces32, tmp_path / "empty").fit(resume=True)
+
+
+def test_early_stopping(faces32, tmp_path, capsys):
+    solver = make_solver(faces32, tmp_path / "run", epochs=50, patience=1, lr=1e-9)
+    solver.fit()
+    assert solver.epoch < 50
+    assert "early stop" in capsys.readouterr().out
+
+
+def test_max_steps(faces32, tmp_path):
+    solver = make_solver(faces32, None, epochs=10, max_steps=4)
+    solver.fit()
+    assert solver.step == 4
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_optimizers_reduce_the_loss(faces32, optimizer):
+    solver = make_solver(faces32, None, optimizer=optimizer, lr=0.02 if optimizer == "sgd" else 3e-3)
+    x, y = solver.train_set.batch(torch.arange(16))
+    before = solver.net.loss(solver.net(x), y).item()
+    for _ in range(30):
+        solver.train_step(x, y)
+    assert solver.net.loss(solver.net(x), y).item() < before
+
+
+def test_schedules():
+    cos = WarmupSchedule("cosine", 10, 100)
+    assert cos(0) == pytest.approx(0.1) and cos(9) == 1.0 and cos(100) == pytest.approx(0.0)
+    step = WarmupSchedule("step", 0, 100)
+    assert step(10) == 1.0 and step(60) == pytest.approx(0.1) and step(80) == pytest.approx(0.01)
+    with pytest.raises(ValueError):
+        WarmupSchedule("linear", 0, 10)
+
+
+def test_batches_cover_everything_once():
+    idx = torch.cat(list(batches(10, 3)))
+    assert idx.tolist() == list(range(10))
+    g = torch.Generator().manual_seed(0)
+    shuffled = list(batches(10, 3, g))
+    assert all(len(b) >= 2 for b in shuffled)  # a last batch of one is dropped in training
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    checkpoint.save(path, {"net": {}, "model": {"w": torch.ones(1)}})
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(path, {"net": {}, "model": {"w": torch.zeros(1)}})
+    monkeypatch.undo()
+    assert checkpoint.load(path)["model"]["w"].item() == 1.0
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("content", [b"", b"hello", b"PK\x03\x04junk"])
+def test_not_a_checkpoint(tmp_path, content):
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match="not a cnnvision checkpoint"):
+        checkpoint.load(path)
+
+
+def test_foreign_torch_file_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"weight": torch.zeros(2)}, path)
+    with pytest.raises(InputError, match="not a cnnvision checkpoint"):
+        checkpoint.load_net(path)
+
+
+def test_unknown_pretrained_name():
+    with pytest.raises(InputError, match="unknown pretrained model 'nope'"):
+        checkpoint.load_net(pretrained="nope")
