@@ -76,3 +76,9 @@ def test_bilinear_kernel_is_separable_tent():
     assert k.shape == (4, 4)
     torch.testing.assert_close(k[1:3, 1:3], torch.full((2, 2), 0.5625))
     assert k.sum().item() == 4.0  # factor**2: preserves mean intensity
+
+
+def test_relu_and_max_pool_commute():
+    """BasicCNN pools before its ReLU for speed; the function is the same."""
+    x = torch.randn(2, 3, 12, 12)
+    torch.testing.assert_close(pool(2)(torch.relu(x)), torch.relu(pool(2)(x)))

@@ -4,7 +4,7 @@ import torch
 from cnnvision.nets import KeypointNet, KeypointNetConfig, build_net, net_spec
 
 
-@pytest.mark.parametrize("arch", ["basic_cnn", "kpnet"])
+@pytest.mark.parametrize("arch", ["basic_cnn", "kpnet", "kpheat"])
 @pytest.mark.parametrize("layout,channels", [("kaggle15", 1), ("ibug68", 3)])
 def test_shapes_finite_and_every_parameter_gets_a_gradient(arch, layout, channels):
     net = KeypointNet(KeypointNetConfig(arch=arch, layout=layout, in_channels=channels, image_size=32, width=8))

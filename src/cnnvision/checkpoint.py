@@ -14,7 +14,7 @@ from cnnvision.errors import InputError
 from cnnvision.nets import build_net
 
 FORMAT = "cnnvision-checkpoint"
-PRETRAINED = ("keypoints15",)  # names of the models shipped in cnnvision/pretrained/
+PRETRAINED = ("keypoints15", "lenet5-mnist")  # names of the models shipped in cnnvision/pretrained/
 
 
 def save(path: str | Path, state: dict) -> None:

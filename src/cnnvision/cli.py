@@ -10,11 +10,13 @@ from pathlib import Path
 
 from cnnvision.errors import InputError
 
+CLASSIFIER_NETS = ("softmax", "mlp", "lenet5")
+
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--checkpoint", metavar="FILE", help="a checkpoint written by train (best.pt, last.pt)")
-    g.add_argument("--pretrained", metavar="NAME", help="a model shipped with cnnvision: keypoints15")
+    g.add_argument("--pretrained", metavar="NAME", help="a model shipped with cnnvision: keypoints15, lenet5-mnist")
 
 
 def add_solver_args(p: argparse.ArgumentParser) -> None:
@@ -41,10 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnvision", description="Learning-based computer vision with CNNs.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a keypoint net (embedded synthetic faces without --data)")
-    p.add_argument("--data", help="Kaggle training.csv(.gz) or a 68-point CSV; default: synthetic faces")
+    p = sub.add_parser("train", help="train a keypoint net (embedded synthetic faces without --data) or a classifier")
+    p.add_argument("--task", choices=["keypoints", "classification"], help="default keypoints (a resumed run keeps its own)")
+    p.add_argument("--data", help="Kaggle training.csv(.gz) or a 68-point CSV; default: synthetic faces; "
+                                  "classification: the MNIST folder")
     p.add_argument("--images", metavar="DIR", help="image folder of a 68-point CSV")
-    p.add_argument("--net", default="kpnet", choices=["basic_cnn", "kpnet"], help="default kpnet")
+    p.add_argument("--net", choices=["basic_cnn", "kpnet", "kpheat", *CLASSIFIER_NETS],
+                   help="default kpnet; classification: lenet5 (or mlp, softmax)")
+    p.add_argument("--loss", choices=["mse", "l1", "smooth_l1"], default="mse", help="keypoint loss (default mse)")
     p.add_argument("--epochs", type=int, help="default 30")
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<net>-<data>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
@@ -63,13 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--images", metavar="DIR")
     p.add_argument("--json", metavar="FILE", help="also write the metrics here")
+    p.add_argument("--confusion", metavar="FILE", help="classification: confusion matrix PNG (default: beside --json)")
     p.add_argument("--skip-bad-rows", action="store_true")
 
-    p = sub.add_parser("predict", help="keypoints for face images")
+    p = sub.add_parser("predict", help="keypoints for face images, or the class of digit images")
     add_model_args(p)
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--out", metavar="DIR", default="predictions", help="overlay PNGs go here (default predictions/)")
-    p.add_argument("--json", metavar="FILE", help="also write the keypoints here")
+    p.add_argument("--json", metavar="FILE", help="also write the keypoints (or classes) here")
 
     p = sub.add_parser("submit", help="a Kaggle submission file")
     add_model_args(p)
@@ -79,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-rows", action="store_true")
 
     p = sub.add_parser("benchmark", help="training and inference examples/sec on random data")
-    p.add_argument("--net", default="basic_cnn", choices=["basic_cnn", "kpnet"])
+    p.add_argument("--net", default="basic_cnn", choices=["basic_cnn", "kpnet", "kpheat"])
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
@@ -88,29 +95,66 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def train_task(a: argparse.Namespace) -> str:
+    """--task; when resuming without it, the task of the run being resumed."""
+    if a.task:
+        return a.task
+    last = Path(a.out) / "last.pt" if a.resume and a.out else None
+    if last is not None and last.exists():
+        from cnnvision import checkpoint
+        return checkpoint.load(last)["net"]["task"]
+    return "keypoints"
+
+
 def run(a: argparse.Namespace) -> int:
     from cnnvision import checkpoint
-    from cnnvision.apps import keypoints
+    from cnnvision.apps import classify, keypoints
 
-    if a.command == "train":
+    if a.command == "train" and train_task(a) == "classification":
+        net = a.net or "lenet5"
+        if net not in CLASSIFIER_NETS:
+            raise InputError(f"--net {net} is a keypoint net; classification uses {', '.join(CLASSIFIER_NETS)}")
+        out = a.out or f"runs/{net}-{Path(a.data).name if a.data else 'mnist'}"
+        classify.train(a.data, net, out, a.resume, not a.no_augment, **solver_overrides(a))
+    elif a.command == "train":
+        a.net = a.net or "kpnet"
+        if a.net in CLASSIFIER_NETS:
+            raise InputError(f"--net {a.net} is a classifier: add --task classification")
         data_name = Path(a.data).name.split(".")[0] if a.data else "synthetic"
         out = a.out or f"runs/{a.net}-{data_name}"
         keypoints.train(a.data, a.images, a.net, out, a.resume, a.val_fraction, a.image_size, a.channels, a.width,
-                        a.skip_bad_rows, not a.no_cache, not a.no_augment, a.synthetic_count, **solver_overrides(a))
+                        a.skip_bad_rows, not a.no_cache, not a.no_augment, a.synthetic_count, a.loss,
+                        **solver_overrides(a))
     elif a.command == "evaluate":
         net = checkpoint.load_net(a.checkpoint, a.pretrained)
-        metrics = keypoints.evaluate_file(net, a.data, a.images, a.skip_bad_rows)
+        if net.task == "classification":
+            metrics = classify.evaluate_file(net, a.data)
+            confusion = a.confusion
+            if confusion is None and a.json:
+                confusion = Path(a.json).with_name(Path(a.json).stem + "_confusion.png")
+            if confusion:
+                Path(confusion).parent.mkdir(parents=True, exist_ok=True)
+                classify.confusion_image(metrics["confusion"]).save(confusion)
+        else:
+            metrics = keypoints.evaluate_file(net, a.data, a.images, a.skip_bad_rows)
         print(json.dumps(metrics))
         if a.json:
             keypoints.write_json(a.json, metrics)
     elif a.command == "predict":
         net = checkpoint.load_net(a.checkpoint, a.pretrained)
-        results = keypoints.predict_images(net, a.images, a.out)
-        print(json.dumps(results))
+        if net.task == "classification":
+            results = classify.predict_images(net, a.images)
+            for path, r in results.items():
+                print(f"{path}: {r['class']} (probability {r['probability']:.4f})")
+        else:
+            results = keypoints.predict_images(net, a.images, a.out)
+            print(json.dumps(results))
         if a.json:
             keypoints.write_json(a.json, results)
     elif a.command == "submit":
         net = checkpoint.load_net(a.checkpoint, a.pretrained)
+        if net.task != "keypoints":
+            raise InputError(f"submit needs a keypoint model, not a {net.task} one")
         n = keypoints.submit(net, a.test, a.lookup, a.out, a.skip_bad_rows)
         print(f"wrote {n} predictions to {a.out}")
     elif a.command == "benchmark":

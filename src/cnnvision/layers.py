@@ -30,9 +30,9 @@ def same_padding(kernel: int) -> tuple[int, int, int, int]:
     return (before, after, before, after)
 
 
-def conv_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, padding: str | int = "same",
-              batch_norm: bool = False) -> nn.Sequential:
-    """Convolution, optional batch norm, then ReLU. ``padding="same"`` works for even kernels too."""
+def conv(cin: int, cout: int, kernel: int = 3, stride: int = 1, padding: str | int = "same",
+         batch_norm: bool = False) -> nn.Sequential:
+    """Convolution and optional batch norm. ``padding="same"`` works for even kernels too."""
     layers: list[nn.Module] = []
     if padding == "same":
         if stride != 1:
@@ -48,8 +48,13 @@ def conv_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, padding: st
     layers.append(nn.Conv2d(cin, cout, kernel, stride, pad, bias=not batch_norm))
     if batch_norm:
         layers.append(nn.BatchNorm2d(cout))
-    layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
+
+
+def conv_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, padding: str | int = "same",
+              batch_norm: bool = False) -> nn.Sequential:
+    """Convolution, optional batch norm, then ReLU."""
+    return nn.Sequential(*conv(cin, cout, kernel, stride, padding, batch_norm), nn.ReLU(inplace=True))
 
 
 def linear_relu(fin: int, fout: int, dropout: float = 0.0) -> nn.Sequential:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from cnnvision import checkpoint
+from cnnvision import checkpoint, distributed
 from cnnvision.errors import InputError
 from cnnvision.nets import net_spec
 
@@ -109,21 +109,25 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None = None):
 
 
 def predict(net, data, batch_size: int = 256, device: torch.device = torch.device("cpu"),
-            precision: str = "auto", flip: bool = True, channels_last: bool = True) -> torch.Tensor:
-    """The Net's predictions for a whole dataset, in order."""
+            precision: str = "auto", flip: bool = True, channels_last: bool = True,
+            ctx: distributed.Context = distributed.Context()) -> torch.Tensor:
+    """The Net's predictions for a whole dataset, in order. Under torch.distributed each process
+    predicts a contiguous share and all of them get the whole answer."""
     net.eval()
-    outs = []
+    share = torch.arange(len(data)).tensor_split(ctx.world)[ctx.rank]
+    outs = [torch.empty(0)]
     with torch.inference_mode(), autocast(device, precision):
-        for idx in batches(len(data), batch_size):
+        for idx in share.split(batch_size):
             x, _ = data.batch(idx)
             x = x.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
             outs.append(net.predict(x, flip=flip).float().cpu())
-    return torch.cat(outs)
+    mine = torch.cat(outs) if len(outs) > 1 else outs[0]
+    return torch.cat([p for p in distributed.gather(mine, ctx) if p.numel()])
 
 
 def evaluate(net, data, batch_size: int = 256, device=torch.device("cpu"), precision: str = "auto",
-             flip: bool = True, channels_last: bool = True) -> dict:
-    return net.metrics(predict(net, data, batch_size, device, precision, flip, channels_last), data)
+             flip: bool = True, channels_last: bool = True, ctx: distributed.Context = distributed.Context()) -> dict:
+    return net.metrics(predict(net, data, batch_size, device, precision, flip, channels_last, ctx), data)
 
 
 class Solver:
@@ -131,26 +135,40 @@ class Solver:
                  run_config: dict | None = None):
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
+        self.ctx = distributed.setup(self.device)
+        if self.ctx.active and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.ctx.local_rank)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.net = net.to(self.device, memory_format=self.memory_format)
+        # What the optimizer steps through: the net itself, or its DistributedDataParallel wrapper
+        # whose backward averages gradients over the processes.
+        self.model = torch.nn.parallel.DistributedDataParallel(self.net) if self.ctx.active else self.net
         self.train_set, self.val_set = train_set, val_set
-        self.out = Path(out_dir) if out_dir else None
+        self.out = Path(out_dir) if out_dir and self.ctx.main else None
         self.run_config = run_config or {}
         self.optimizer = make_optimizer(self.net.parameters(), cfg)
-        self.schedule = WarmupSchedule(cfg.schedule, cfg.warmup_steps, max(1, len(train_set) // cfg.batch_size) * cfg.epochs)
+        self.steps_per_epoch = max(1, len(train_set) // (cfg.batch_size * self.ctx.world))
+        self.schedule = WarmupSchedule(cfg.schedule, cfg.warmup_steps, self.steps_per_epoch * cfg.epochs)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
-        self.generator = torch.Generator().manual_seed(cfg.seed)
         self.step, self.epoch, self.bad_epochs = 0, 0, 0
         name, mode = net.primary_metric
         self.best = math.inf if mode == "min" else -math.inf
         self.writer = None
+
+    def epoch_generators(self) -> tuple[torch.Generator, torch.Generator]:
+        """Seeded by (seed, epoch) alone, so a resumed run and every process of a distributed one
+        agree on the batch order; augmentation and dropout differ by process."""
+        base = self.cfg.seed * 100_003 + self.epoch * 1_009
+        torch.manual_seed(base + 1 + self.ctx.rank)  # dropout
+        order = torch.Generator().manual_seed(base)
+        return order, torch.Generator().manual_seed(base + 1 + self.ctx.rank)
 
     # -- one step ----------------------------------------------------------------------------
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, memory_format=self.memory_format, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
         with autocast(self.device, self.cfg.precision):
-            out = self.net(x)
+            out = self.model(x)
         loss = self.net.loss(out, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -169,7 +187,6 @@ class Solver:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "step": self.step, "epoch": self.epoch, "best": self.best, "bad_epochs": self.bad_epochs,
-            "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
             "metrics": metrics, "config": self.run_config,
         }
 
@@ -187,45 +204,44 @@ class Solver:
         self.schedule.total = total  # a resumed run may have been given more epochs
         self.step, self.epoch, self.best = state["step"], state["epoch"], state["best"]
         self.bad_epochs = state["bad_epochs"]
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
 
     # -- the loop ------------------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> dict:
-        cfg = self.cfg
+    def fit(self, resume: bool = False, run_dir: str | Path | None = None) -> dict:
+        """Train to the configured epochs (or early stop); returns the last evaluation."""
+        cfg, ctx = self.cfg, self.ctx
         if resume:
-            if self.out is None or not (self.out / "last.pt").exists():
-                raise InputError(f"{self.out}/last.pt: no such file, nothing to resume")
-            self.restore(self.out / "last.pt")
-            print(f"resumed from {self.out / 'last.pt'} at epoch {self.epoch}, step {self.step}")
-        else:
-            torch.manual_seed(cfg.seed)
+            last = Path(run_dir or self.out or ".") / "last.pt"
+            if not last.exists():
+                raise InputError(f"{last}: no such file, nothing to resume")
+            self.restore(last)
+            if ctx.main:
+                print(f"resumed from {last} at epoch {self.epoch}, step {self.step}")
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(self.run_config, indent=2) + "\n")
             self.writer = tensorboard_writer(self.out)
         metrics: dict = {}
-        interval_loss, interval_n, t0 = 0.0, 0, time.perf_counter()
         name, mode = self.net.primary_metric
         while self.epoch < cfg.epochs:
-            self.net.train()
-            steps = len(self.train_set) // cfg.batch_size + 1
-            bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
-                       disable=not sys.stderr.isatty())
-            for idx in batches(len(self.train_set), cfg.batch_size, self.generator):
-                x, y = self.train_set.batch(idx, self.generator)
+            self.model.train()
+            order, noise = self.epoch_generators()
+            # Every process shuffles the same way and takes its own slice: a global batch of
+            # batch_size * world examples per step.
+            mine = torch.randperm(len(self.train_set), generator=order)[ctx.rank::ctx.world]
+            mine = mine[: self.steps_per_epoch * cfg.batch_size] if ctx.active else mine  # equal step counts
+            bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
+                       disable=not (ctx.main and sys.stderr.isatty()))
+            interval_loss, interval_n, t0 = 0.0, 0, time.perf_counter()
+            for idx in mine.split(cfg.batch_size):
+                if len(idx) < 2:
+                    continue  # batch norm cannot train on one example
+                x, y = self.train_set.batch(idx, noise)
                 loss = self.train_step(x, y)
                 interval_loss += float(loss) * len(idx)
                 interval_n += len(idx)
                 bar.update()
                 if self.step % cfg.log_every == 0:
-                    rate = interval_n / (time.perf_counter() - t0)
-                    mean = interval_loss / interval_n
-                    bar.write(f"step {self.step}: loss = {mean:.4f} ({rate:.1f} examples/sec)", file=sys.stdout)
-                    if self.writer:
-                        self.writer.add_scalar("train/loss", mean, self.step)
-                        self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
-                        self.writer.add_scalar("train/examples_per_sec", rate, self.step)
+                    self.log(interval_loss / interval_n, interval_n * ctx.world / (time.perf_counter() - t0), bar)
                     interval_loss, interval_n, t0 = 0.0, 0, time.perf_counter()
                 if cfg.max_steps and self.step >= cfg.max_steps:
                     break
@@ -238,30 +254,44 @@ class Solver:
                 self.best, self.bad_epochs = value, 0
             else:
                 self.bad_epochs += 1
-            shown = ", ".join(f"{k} = {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-            print(f"epoch {self.epoch}: {shown}" + (" (best)" if improved else ""))
-            self.record(metrics, improved)
+            if ctx.main:
+                shown = ", ".join(f"{k} = {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+                print(f"epoch {self.epoch}: {shown}" + (" (best)" if improved else ""))
+                self.record(metrics, improved)
+            distributed.barrier(ctx)
             if cfg.max_steps and self.step >= cfg.max_steps:
-                print(f"stopped at --max-steps {cfg.max_steps}")
+                if ctx.main:
+                    print(f"stopped at --max-steps {cfg.max_steps}")
                 break
             if cfg.patience and self.bad_epochs >= cfg.patience:
-                print(f"early stop: no better {name} in {cfg.patience} epochs")
+                if ctx.main:
+                    print(f"early stop: no better {name} in {cfg.patience} epochs")
                 break
-            # evaluation time is not training throughput: the next interval starts now
-            interval_loss, interval_n, t0 = 0.0, 0, time.perf_counter()
         if self.writer:
             self.writer.close()
         return metrics
 
+    def log(self, loss: float, rate: float, bar) -> None:
+        """The tutorial's line, with the loss averaged over the interval (and the processes)."""
+        loss = distributed.mean(loss, self.ctx)
+        if not self.ctx.main:
+            return
+        bar.write(f"step {self.step}: loss = {loss:.4f} ({rate:.1f} examples/sec)", file=sys.stdout)
+        if self.writer:
+            self.writer.add_scalar("train/loss", loss, self.step)
+            self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
+            self.writer.add_scalar("train/examples_per_sec", rate, self.step)
+
     def evaluate(self) -> dict:
         return evaluate(self.net, self.val_set, 256, self.device, self.cfg.precision, self.cfg.eval_flip,
-                        self.cfg.channels_last)
+                        self.cfg.channels_last, self.ctx)
 
     def record(self, metrics: dict, improved: bool) -> None:
-        """Checkpoints, metrics.csv and TensorBoard after an epoch."""
+        """Checkpoints, metrics.csv and TensorBoard after an epoch (main process only)."""
         if self.out is None:
             return
-        row = {"epoch": self.epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0], **metrics}
+        row = {"epoch": self.epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0],
+               **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
         file = self.out / "metrics.csv"
         new = not file.exists()
         with open(file, "a", newline="") as f:

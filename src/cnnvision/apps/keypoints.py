@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cnnvision import checkpoint
+from cnnvision import checkpoint, distributed
 from cnnvision import images as imgs
 from cnnvision.data import load_keypoints, split_by_identity
 from cnnvision.data.augment import AugmentConfig
@@ -34,7 +34,7 @@ def solver_config(overrides: dict) -> SolverConfig:
 def train(data: str | None = None, images: str | None = None, net: str = "kpnet", out: str | Path = "runs/keypoints",
           resume: bool = False, val_fraction: float = 0.15, image_size: int = 96, channels: int = 1,
           width: int = 24, skip_bad_rows: bool = False, use_cache: bool = True, augment: bool = True,
-          synthetic_count: int = 2400, **solver) -> dict:
+          synthetic_count: int = 2400, loss: str = "mse", **solver) -> dict:
     """Train a keypoint Net, evaluate its best checkpoint on the held-out people, and draw them.
 
     ``solver`` holds SolverConfig fields (epochs, lr, batch_size, ...). Returns the final metrics.
@@ -46,7 +46,7 @@ def train(data: str | None = None, images: str | None = None, net: str = "kpnet"
         data, images, net = stored["data"], stored["images"], stored["net"]["arch"]
         val_fraction, image_size, channels = stored["val_fraction"], stored["image_size"], stored["channels"]
         width, skip_bad_rows, augment = stored["net"]["width"], stored["skip_bad_rows"], stored["augment"] is not None
-        synthetic_count = stored["synthetic_count"]
+        synthetic_count, loss = stored["synthetic_count"], stored["net"]["loss"]
         solver = {**stored["solver"], **({"epochs": epochs} if epochs else {})}
     elif (out / "last.pt").exists():
         raise InputError(f"{out}: already holds a run (last.pt); use --resume to continue it or another --out")
@@ -58,7 +58,7 @@ def train(data: str | None = None, images: str | None = None, net: str = "kpnet"
     aug = AugmentConfig() if augment else None
     train_set.augment = aug
     net_cfg = KeypointNetConfig(arch=net, layout=dataset.layout.name, in_channels=dataset.channels,
-                                image_size=dataset.size, width=width)
+                                image_size=dataset.size, width=width, loss=loss)
     cfg = solver_config(solver)
     torch.manual_seed(cfg.seed)
     model = KeypointNet(net_cfg)
@@ -69,11 +69,16 @@ def train(data: str | None = None, images: str | None = None, net: str = "kpnet"
         "train_count": len(train_set), "val_count": len(val_set),
         "val_people": len(set(val_set.identities)) if val_set.identities else None,
     }
-    print(f"data: {len(train_set)} training and {len(val_set)} validation faces"
-          + (f" ({run_config['val_people']} held-out people)" if run_config["val_people"] else "")
-          + f"; net {net}, {sum(p.numel() for p in model.parameters()):,} parameters; run folder {out}")
     solver_obj = Solver(model, train_set, val_set, cfg, out, run_config)
-    solver_obj.fit(resume=resume)
+    if solver_obj.ctx.main:
+        print(f"data: {len(train_set)} training and {len(val_set)} validation faces"
+              + (f" ({run_config['val_people']} held-out people)" if run_config["val_people"] else "")
+              + f"; net {net}, {sum(p.numel() for p in model.parameters()):,} parameters; run folder {out}"
+              + (f"; {solver_obj.ctx.world} processes" if solver_obj.ctx.active else ""))
+    solver_obj.fit(resume=resume, run_dir=out)
+    distributed.shutdown()
+    if not solver_obj.ctx.main:
+        return {}
     best = checkpoint.load_net(out / "best.pt")
     metrics = evaluate(best, val_set, flip=cfg.eval_flip)
     sample = val_set.subset(torch.arange(min(32, len(val_set))))

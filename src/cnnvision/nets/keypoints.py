@@ -12,7 +12,7 @@ from torch import nn
 from cnnvision.data.augment import pixels_to_unit, unit_to_pixels
 from cnnvision.data.layouts import get_layout
 from cnnvision.viz import face_grid
-from cnnvision.layers import conv_output_size, conv_relu, linear_relu, pool, xavier_init
+from cnnvision.layers import conv, conv_output_size, conv_relu, deconv, linear_relu, pool, xavier_init
 
 
 class BasicCNN(nn.Module):
@@ -21,10 +21,12 @@ class BasicCNN(nn.Module):
 
     def __init__(self, in_channels: int, image_size: int, outputs: int):
         super().__init__()
+        # ReLU after the pool: max-pooling and ReLU commute, and pooling first leaves ReLU (and
+        # its backward pass) a quarter of the work. The function is the tutorial's exactly.
         self.features = nn.Sequential(
-            conv_relu(in_channels, 32, 3), pool(2, ceil_mode=True),
-            conv_relu(32, 64, 2), pool(2, ceil_mode=True),
-            conv_relu(64, 128, 2), pool(2, ceil_mode=True),
+            conv(in_channels, 32, 3), pool(2, ceil_mode=True), nn.ReLU(inplace=True),
+            conv(32, 64, 2), pool(2, ceil_mode=True), nn.ReLU(inplace=True),
+            conv(64, 128, 2), pool(2, ceil_mode=True), nn.ReLU(inplace=True),
         )
         side = image_size
         for _ in range(3):
@@ -77,14 +79,56 @@ class KPNet(nn.Module):
         return self.head(self.features(x))  # (B, C, S, S) -> (B, outputs)
 
 
+class HeatmapNet(nn.Module):
+    """A fully convolutional keypoint net: the KPNet stages down to S/8, a deconvolution back to
+    S/4 joined with the S/4 features, then one heatmap per point. A spatial softmax turns each
+    heatmap into a distribution and its mean is the point (soft-argmax), so the output is the
+    same 2K unit coordinates as the regression nets and any loss on coordinates trains it.
+    """
+
+    def __init__(self, in_channels: int, image_size: int, points: int, width: int = 24):
+        super().__init__()
+        w = width
+        self.down4 = nn.Sequential(  # (B, C, S, S) -> (B, 2w, S/4, S/4)
+            conv_relu(in_channels, w, 3, batch_norm=True), pool(2),
+            conv_relu(w, 2 * w, 3, batch_norm=True), pool(2),
+            conv_relu(2 * w, 4 * w, 3, batch_norm=True),
+        )
+        self.down8 = nn.Sequential(  # -> (B, 8w, S/8, S/8)
+            pool(2), conv_relu(4 * w, 8 * w, 3, batch_norm=True), conv_relu(8 * w, 8 * w, 3, batch_norm=True),
+            conv_relu(8 * w, 8 * w, 3, batch_norm=True),
+        )
+        self.up = nn.Sequential(deconv(8 * w, 4 * w, 2, bias=False), nn.BatchNorm2d(4 * w), nn.ReLU(inplace=True))
+        self.fuse = conv_relu(4 * w, 4 * w, 3, batch_norm=True)
+        self.heatmaps = nn.Conv2d(4 * w, points, 1)
+        side = image_size // 4
+        centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side * 2 - 1  # cell centres, unit coords
+        self.register_buffer("grid", centres, persistent=False)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+        nn.init.normal_(self.heatmaps.weight, std=1e-3)
+
+    def forward(self, x):
+        skip = self.down4(x)                       # (B, 4w, S/4, S/4)
+        y = self.fuse(self.up(self.down8(skip)) + skip)
+        logits = self.heatmaps(y).float()          # (B, K, h, w)
+        B, K, h, w = logits.shape
+        prob = logits.flatten(2).softmax(-1).view(B, K, h, w)
+        xs = (prob.sum(2) * self.grid[:w]).sum(-1)  # (B, K): mean over columns
+        ys = (prob.sum(3) * self.grid[:h]).sum(-1)
+        return torch.stack([xs, ys], -1).flatten(1)  # (B, 2K)
+
+
 @dataclass
 class KeypointNetConfig:
-    arch: str = "kpnet"       # basic_cnn | kpnet
+    arch: str = "kpnet"       # basic_cnn | kpnet | kpheat
     layout: str = "kaggle15"  # which points, in which order (data/layouts.py)
     in_channels: int = 1      # 1 grey, 3 RGB
     image_size: int = 96      # side of the square face crop
     width: int = 24           # kpnet: channels of the first stage
     dropout: float = 0.3      # kpnet: dropout in the head
+    loss: str = "mse"         # mse (the tutorial's L2) | l1 | smooth_l1, on unit coordinates
 
 
 class KeypointNet(nn.Module):
@@ -103,18 +147,29 @@ class KeypointNet(nn.Module):
             self.model = BasicCNN(cfg.in_channels, cfg.image_size, outputs)
         elif cfg.arch == "kpnet":
             self.model = KPNet(cfg.in_channels, cfg.image_size, outputs, cfg.width, cfg.dropout)
+        elif cfg.arch == "kpheat":
+            self.model = HeatmapNet(cfg.in_channels, cfg.image_size, self.layout.num_points, cfg.width)
         else:
-            raise ValueError(f"unknown keypoint net {cfg.arch!r} (use basic_cnn or kpnet)")
+            raise ValueError(f"unknown keypoint net {cfg.arch!r} (use basic_cnn, kpnet or kpheat)")
+        if cfg.loss not in ("mse", "l1", "smooth_l1"):
+            raise ValueError(f"unknown loss {cfg.loss!r} (use mse, l1 or smooth_l1)")
 
     def forward(self, x):
         return self.model(x)  # (B, 2K) unit coordinates
 
     def loss(self, out: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """Mean squared error over labelled coordinates only; NaN marks a missing label."""
+        """Mean error over labelled coordinates only (NaN marks a missing label): squared by
+        default, as the tutorial; absolute, or Huber with a 1-pixel knee, by config."""
         target = pixels_to_unit(points, self.cfg.image_size).flatten(1)  # (B, 2K)
         mask = ~torch.isnan(target)
         diff = torch.where(mask, out.float() - target.nan_to_num(), 0.0)
-        return diff.pow(2).sum() / mask.sum().clamp(min=1)
+        if self.cfg.loss == "mse":
+            per = diff.pow(2)
+        elif self.cfg.loss == "l1":
+            per = diff.abs()
+        else:
+            per = nn.functional.smooth_l1_loss(diff, torch.zeros_like(diff), reduction="none", beta=2 / self.cfg.image_size)
+        return per.sum() / mask.sum().clamp(min=1)
 
     def to_pixels(self, out: torch.Tensor) -> torch.Tensor:
         """(B, 2K) outputs -> (B, K, 2) points in crop pixels."""
