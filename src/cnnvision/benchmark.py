@@ -26,12 +26,13 @@ def benchmark(net: str = "basic_cnn", batch_size: int = 50, steps: int = 40, war
     model.train()
 
     def train_steps(count: int) -> float:
+        order, noise = trainer.epoch_generators()
         start = time.perf_counter()
         done = 0
-        for idx in batches(n, batch_size, trainer.generator):
+        for idx in batches(n, batch_size, order):
             if done == count:
                 break
-            x, y = data.batch(idx, trainer.generator)
+            x, y = data.batch(idx, noise)
             trainer.train_step(x, y)
             done += 1
         return time.perf_counter() - start

@@ -49,9 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                                   "classification: the MNIST folder")
     p.add_argument("--images", metavar="DIR", help="image folder of a 68-point CSV")
     p.add_argument("--net", choices=["basic_cnn", "kpnet", "kpheat", *CLASSIFIER_NETS],
-                   help="default kpnet; classification: lenet5 (or mlp, softmax)")
-    p.add_argument("--loss", choices=["mse", "l1", "smooth_l1"], default="mse", help="keypoint loss (default mse)")
-    p.add_argument("--epochs", type=int, help="default 30")
+                   help="default kpheat; classification: lenet5 (or mlp, softmax)")
+    p.add_argument("--loss", choices=["mse", "l1", "smooth_l1"], default="l1",
+                   help="keypoint loss on unit coordinates (default l1; mse is the tutorial's L2)")
+    p.add_argument("--epochs", type=int, help="default 30 (8 on the synthetic faces)")
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<net>-<data>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--val-fraction", type=float, default=0.15, help="share held out, by person (default 0.15)")
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the metrics here")
     p.add_argument("--confusion", metavar="FILE", help="classification: confusion matrix PNG (default: beside --json)")
     p.add_argument("--skip-bad-rows", action="store_true")
+    p.add_argument("--split", choices=["all", "train", "val"], default="all",
+                   help="keypoints: only the people train holds out of this file (val), or the others")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="as given to train (default 0.15)")
 
     p = sub.add_parser("predict", help="keypoints for face images, or the class of digit images")
     add_model_args(p)
@@ -117,7 +121,7 @@ def run(a: argparse.Namespace) -> int:
         out = a.out or f"runs/{net}-{Path(a.data).name if a.data else 'mnist'}"
         classify.train(a.data, net, out, a.resume, not a.no_augment, **solver_overrides(a))
     elif a.command == "train":
-        a.net = a.net or "kpnet"
+        a.net = a.net or "kpheat"
         if a.net in CLASSIFIER_NETS:
             raise InputError(f"--net {a.net} is a classifier: add --task classification")
         data_name = Path(a.data).name.split(".")[0] if a.data else "synthetic"
@@ -136,7 +140,7 @@ def run(a: argparse.Namespace) -> int:
                 Path(confusion).parent.mkdir(parents=True, exist_ok=True)
                 classify.confusion_image(metrics["confusion"]).save(confusion)
         else:
-            metrics = keypoints.evaluate_file(net, a.data, a.images, a.skip_bad_rows)
+            metrics = keypoints.evaluate_file(net, a.data, a.images, a.skip_bad_rows, a.split, a.val_fraction)
         print(json.dumps(metrics))
         if a.json:
             keypoints.write_json(a.json, metrics)

@@ -31,10 +31,10 @@ def solver_config(overrides: dict) -> SolverConfig:
     return SolverConfig(**{k: v for k, v in overrides.items() if k in known and v is not None})
 
 
-def train(data: str | None = None, images: str | None = None, net: str = "kpnet", out: str | Path = "runs/keypoints",
+def train(data: str | None = None, images: str | None = None, net: str = "kpheat", out: str | Path = "runs/keypoints",
           resume: bool = False, val_fraction: float = 0.15, image_size: int = 96, channels: int = 1,
           width: int = 24, skip_bad_rows: bool = False, use_cache: bool = True, augment: bool = True,
-          synthetic_count: int = 2400, loss: str = "mse", **solver) -> dict:
+          synthetic_count: int = 2400, loss: str = "l1", **solver) -> dict:
     """Train a keypoint Net, evaluate its best checkpoint on the held-out people, and draw them.
 
     ``solver`` holds SolverConfig fields (epochs, lr, batch_size, ...). Returns the final metrics.
@@ -50,6 +50,8 @@ def train(data: str | None = None, images: str | None = None, net: str = "kpnet"
         solver = {**stored["solver"], **({"epochs": epochs} if epochs else {})}
     elif (out / "last.pt").exists():
         raise InputError(f"{out}: already holds a run (last.pt); use --resume to continue it or another --out")
+    elif data is None and "epochs" not in solver:
+        solver["epochs"] = 8  # the synthetic faces are easy: the demo stays a few minutes long
     dataset = load_keypoints(data, images, image_size, channels, skip_bad_rows, use_cache, synthetic_count)
     train_idx, val_idx = split_by_identity(dataset.identities, len(dataset), val_fraction)
     train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
@@ -101,12 +103,20 @@ def write_json(path: str | Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def evaluate_file(net, data: str, images: str | None = None, skip_bad_rows: bool = False) -> dict:
-    """Metrics of a keypoint Net on a labelled file: rmse (source pixels), count, and nme (68 points)."""
+def evaluate_file(net, data: str, images: str | None = None, skip_bad_rows: bool = False,
+                  split: str = "all", val_fraction: float = 0.15) -> dict:
+    """Metrics of a keypoint Net on a labelled file: rmse (source pixels), count, and nme (68 points).
+
+    ``split="val"`` keeps only the people ``train`` holds out of the same file with the same
+    ``val_fraction`` (``"train"`` the others), so a model is measured on faces it never saw.
+    """
     cfg = net.cfg
     dataset = load_keypoints(data, images, cfg.image_size, cfg.in_channels, skip_bad_rows)
     if dataset.layout.name != cfg.layout:
         raise InputError(f"{data}: has {dataset.layout.name} points, but the model predicts {cfg.layout}")
+    if split != "all":
+        train_idx, val_idx = split_by_identity(dataset.identities, len(dataset), val_fraction)
+        dataset = dataset.subset(val_idx if split == "val" else train_idx)
     return evaluate(net, dataset)
 
 

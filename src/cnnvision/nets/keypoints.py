@@ -122,13 +122,13 @@ class HeatmapNet(nn.Module):
 
 @dataclass
 class KeypointNetConfig:
-    arch: str = "kpnet"       # basic_cnn | kpnet | kpheat
+    arch: str = "kpheat"      # basic_cnn | kpnet | kpheat
     layout: str = "kaggle15"  # which points, in which order (data/layouts.py)
     in_channels: int = 1      # 1 grey, 3 RGB
     image_size: int = 96      # side of the square face crop
     width: int = 24           # kpnet: channels of the first stage
     dropout: float = 0.3      # kpnet: dropout in the head
-    loss: str = "mse"         # mse (the tutorial's L2) | l1 | smooth_l1, on unit coordinates
+    loss: str = "l1"          # l1 (measured best) | mse (the tutorial's L2) | smooth_l1, on unit coordinates
 
 
 class KeypointNet(nn.Module):

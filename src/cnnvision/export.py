@@ -1,0 +1,39 @@
+"""ONNX export of a Net's inference path, with a dynamic batch dimension.
+
+The exported graph takes float images in [0, 1], (batch, C, S, S), and returns what
+``net.predict(x, flip=False)`` returns: for keypoint nets the points in crop pixels
+(batch, K, 2), for classifiers the class probabilities.
+"""
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cnnvision.errors import InputError
+
+
+class Inference(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net.predict(x, flip=False)
+
+
+def export_onnx(net, path: str | Path, opset: int = 18) -> Path:
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise InputError(f"{path.parent}: no such folder")
+    cfg = net.cfg
+    example = torch.rand(2, cfg.in_channels, cfg.image_size, cfg.image_size)
+    module = Inference(net).eval()  # the exporter restores this mode on every submodule afterwards
+    tmp = path.with_name(f".{path.name}.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), str(tmp), input_names=["images"], output_names=["output"],
+                          dynamic_axes={"images": {0: "batch"}, "output": {0: "batch"}}, opset_version=opset,
+                          dynamo=False)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,26 @@
+"""The shipped keypoint model: small, loadable, and as accurate as the README says."""
+import json
+
+import pytest
+
+from cnnvision import checkpoint
+from cnnvision.cli import main
+
+
+def test_keypoints15_is_small_and_self_describing():
+    path = checkpoint.pretrained_path("keypoints15")
+    assert path.stat().st_size <= 10 * 2**20
+    net = checkpoint.load_net(pretrained="keypoints15")
+    assert net.cfg.layout == "kaggle15" and net.cfg.image_size == 96 and net.cfg.in_channels == 1
+    state = checkpoint.load(path)
+    assert "optimizer" not in state  # weights only
+    assert state["config"]["data"].endswith("proxy_training.csv.gz")
+
+
+def test_keypoints15_on_people_it_never_saw(shared, tmp_path, capsys):
+    report = tmp_path / "m.json"
+    assert main(["evaluate", "--pretrained", "keypoints15", "--data", str(shared / "kaggle-fkd" / "proxy_training.csv.gz"),
+                 "--split", "val", "--json", str(report)]) == 0
+    metrics = json.loads(report.read_text())
+    assert metrics["count"] == 535
+    assert metrics["rmse"] == pytest.approx(1.93, abs=0.05)  # the figure in the README
