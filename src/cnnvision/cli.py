@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="submission CSV to write")
     p.add_argument("--skip-bad-rows", action="store_true")
 
+    p = sub.add_parser("export", help="the model's inference graph as ONNX (dynamic batch)")
+    add_model_args(p)
+    p.add_argument("--onnx", required=True, metavar="FILE")
+
     p = sub.add_parser("benchmark", help="training and inference examples/sec on random data")
     p.add_argument("--net", default="basic_cnn", choices=["basic_cnn", "kpnet", "kpheat"])
     p.add_argument("--batch-size", type=int, default=50)
@@ -161,6 +165,10 @@ def run(a: argparse.Namespace) -> int:
             raise InputError(f"submit needs a keypoint model, not a {net.task} one")
         n = keypoints.submit(net, a.test, a.lookup, a.out, a.skip_bad_rows)
         print(f"wrote {n} predictions to {a.out}")
+    elif a.command == "export":
+        from cnnvision.export import export_onnx
+        net = checkpoint.load_net(a.checkpoint, a.pretrained)
+        print(f"wrote {export_onnx(net, a.onnx)}")
     elif a.command == "benchmark":
         from cnnvision.benchmark import benchmark
         result = benchmark(a.net, a.batch_size, a.steps, precision=a.precision, device=a.device)

@@ -1,0 +1,45 @@
+"""ONNX export: onnxruntime's output equals torch's, for any batch size."""
+import numpy as np
+import pytest
+import torch
+
+from cnnvision import checkpoint
+from cnnvision.cli import main
+from cnnvision.nets import KeypointNet, KeypointNetConfig
+
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.mark.parametrize("arch", ["basic_cnn", "kpnet", "kpheat"])
+def test_onnx_matches_torch(tmp_path, arch):
+    net = KeypointNet(KeypointNetConfig(arch=arch, image_size=32, width=8)).eval()
+    path = tmp_path / "net.pt"
+    checkpoint.save(path, {"net": {"task": "keypoints", "config": net.cfg.__dict__}, "model": net.state_dict()})
+    onnx_path = tmp_path / "net.onnx"
+    assert main(["export", "--checkpoint", str(path), "--onnx", str(onnx_path)]) == 0
+    session = ort.InferenceSession(str(onnx_path))
+    for batch in (1, 5):
+        x = torch.rand(batch, 1, 32, 32)
+        got = session.run(None, {"images": x.numpy()})[0]
+        with torch.inference_mode():
+            want = net.predict(x, flip=False).numpy()
+        assert got.shape == (batch, 15, 2)
+        np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-4)
+
+
+def test_export_leaves_the_net_in_eval_mode(tmp_path):
+    from cnnvision.export import export_onnx
+    net = KeypointNet(KeypointNetConfig(arch="basic_cnn", image_size=32)).eval()
+    export_onnx(net, tmp_path / "n.onnx")
+    assert not any(m.training for m in net.modules())
+
+
+def test_export_shipped_model(tmp_path):
+    onnx_path = tmp_path / "kp15.onnx"
+    assert main(["export", "--pretrained", "keypoints15", "--onnx", str(onnx_path)]) == 0
+    session = ort.InferenceSession(str(onnx_path))
+    net = checkpoint.load_net(pretrained="keypoints15")
+    x = torch.rand(3, 1, 96, 96)
+    with torch.inference_mode():
+        want = net.predict(x, flip=False).numpy()
+    np.testing.assert_allclose(session.run(None, {"images": x.numpy()})[0], want, atol=1e-3)
