@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from cnnvision import checkpoint
+from cnnvision import checkpoint, distributed
 from cnnvision import images as imgs
 from cnnvision.apps.keypoints import solver_config
 from cnnvision.data.mnist import ClassificationDataset, digit_augment, load_mnist
@@ -56,9 +56,15 @@ def train(data: str | None, net: str = "lenet5", out: str | Path = "runs/lenet5-
         "solver": asdict(cfg), "augment": asdict(aug) if aug else None,
         "train_count": len(train_set), "val_count": len(val_set), "val": f"the last {held_out} training digits",
     }
-    print(f"data: {len(train_set)} training and {len(val_set)} validation digits (the last {held_out} of the "
-          f"training files); net {net}, {sum(p.numel() for p in model.parameters()):,} parameters; run folder {out}")
-    Solver(model, train_set, val_set, cfg, out, run_config).fit(resume=resume)
+    solver_obj = Solver(model, train_set, val_set, cfg, out, run_config)
+    if solver_obj.ctx.main:
+        print(f"data: {len(train_set)} training and {len(val_set)} validation digits (the last {held_out} of the "
+              f"training files); net {net}, {sum(p.numel() for p in model.parameters()):,} parameters; "
+              f"run folder {out}" + (f"; {solver_obj.ctx.world} processes" if solver_obj.ctx.active else ""))
+    solver_obj.fit(resume=resume, run_dir=out)
+    distributed.shutdown()
+    if not solver_obj.ctx.main:
+        return {}
     best = checkpoint.load_net(out / "best.pt")
     probs = predict(best, val_set)
     metrics = best.metrics(probs, val_set)

@@ -66,8 +66,8 @@ class LeNet5(nn.Module):
                  dropout: float = 0.0):
         super().__init__()
         self.features = nn.Sequential(
-            conv_relu(in_channels, 6, 5, batch_norm=batch_norm), pool(2),   # (B, 6, S/2, S/2)
-            conv_relu(6, 16, 5, padding=0, batch_norm=batch_norm), pool(2),  # (B, 16, S/2-4 halved)
+            conv_relu(in_channels, 6, 5, batch_norm=batch_norm), pool(2),   # (B, 6, 14, 14) for 28x28
+            conv_relu(6, 16, 5, padding=0, batch_norm=batch_norm), pool(2),  # (B, 16, 5, 5)
         )
         side = conv_output_size(conv_output_size(conv_output_size(image_size, 2, 2), 5), 2, 2)
         self.head = nn.Sequential(
