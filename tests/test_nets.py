@@ -45,19 +45,32 @@ def test_masked_loss_ignores_missing_labels():
     assert loss.item() == 0.0 and torch.isfinite(loss)
 
 
-def test_overfits_a_tiny_batch(faces32):
+@pytest.mark.parametrize("arch,loss,factor", [("kpnet", "mse", 50), ("kpheat", "l1", 8), ("basic_cnn", "mse", 50)])
+def test_overfits_a_tiny_batch(faces32, arch, loss, factor):
     torch.manual_seed(0)
-    net = KeypointNet(KeypointNetConfig(arch="kpnet", image_size=32, width=8, dropout=0.0))
+    net = KeypointNet(KeypointNetConfig(arch=arch, image_size=32, width=8, dropout=0.0, loss=loss))
     x, y = faces32.batch(torch.arange(8))
     opt = torch.optim.Adam(net.parameters(), 3e-3)
     first = None
     for _ in range(150):
-        loss = net.loss(net(x), y)
-        first = first if first is not None else loss.item()
+        loss_value = net.loss(net(x), y)
+        first = first if first is not None else loss_value.item()
         opt.zero_grad()
-        loss.backward()
+        loss_value.backward()
         opt.step()
-    assert loss.item() < first / 50
+    assert loss_value.item() < first / factor
+
+
+def test_losses():
+    net = KeypointNet(KeypointNetConfig(arch="basic_cnn", image_size=32, loss="l1"))
+    target = torch.full((1, 15, 2), 15.5)  # unit coordinate 0
+    out = torch.zeros(1, 30)
+    out[0, 0] = 0.5
+    assert net.loss(out, target).item() == pytest.approx(0.5 / 30)
+    net.cfg.loss = "smooth_l1"
+    assert net.loss(out, target).item() == pytest.approx((0.5 - 1 / 32) / 30)
+    net.cfg.loss = "mse"
+    assert net.loss(out, target).item() == pytest.approx(0.25 / 30)
 
 
 def test_flip_prediction_of_symmetric_net_output_is_consistent(faces32):
