@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -82,3 +83,21 @@ def test_relu_and_max_pool_commute():
     """BasicCNN pools before its ReLU for speed; the function is the same."""
     x = torch.randn(2, 3, 12, 12)
     torch.testing.assert_close(pool(2)(torch.relu(x)), torch.relu(pool(2)(x)))
+
+
+def test_fast_inference_max_pool_equals_the_library_kernel():
+    layer = pool(2, ceil_mode=True)
+    for shape in [(2, 3, 8, 10), (1, 4, 7, 9)]:  # even sides take the fast path, odd the library's
+        x = torch.randn(shape).to(memory_format=torch.channels_last)
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), F.max_pool2d(x, 2, ceil_mode=True), rtol=0, atol=0)
+        xg = x.clone().requires_grad_()
+        layer(xg).sum().backward()
+        assert xg.grad.sum().item() == pytest.approx(layer(x).numel())
+
+
+def test_sampling_grid_equals_affine_grid():
+    from cnnvision.data.augment import sampling_grid
+    theta = torch.randn(4, 2, 3)
+    torch.testing.assert_close(sampling_grid(theta, 7, 9), F.affine_grid(theta, [4, 1, 7, 9], align_corners=False),
+                               atol=1e-5, rtol=1e-5)

@@ -65,6 +65,22 @@ def linear_relu(fin: int, fout: int, dropout: float = 0.0) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class MaxPool2x2(nn.MaxPool2d):
+    """2x2 max-pool with stride 2. Where no gradient is needed (inference) and the sides are
+    even, it takes the max of the four strided sub-grids: the same numbers, measured about twice
+    as fast as the library kernel on channels-last bf16 tensors on CPU."""
+
+    def __init__(self, ceil_mode: bool = False):
+        super().__init__(2, 2, 0, ceil_mode=ceil_mode)
+
+    def forward(self, x):
+        if x.requires_grad or x.shape[-1] % 2 or x.shape[-2] % 2:
+            return super().forward(x)
+        top = torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2])
+        bottom = torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2])
+        return torch.maximum(top, bottom)
+
+
 def pool(kernel: int = 2, stride: int | None = None, kind: str = "max", padding: int = 0,
          ceil_mode: bool = False) -> nn.Module:
     """Max or average pooling: 2/2 halves the size, 3/2 is AlexNet's overlapping pool.
@@ -73,7 +89,9 @@ def pool(kernel: int = 2, stride: int | None = None, kind: str = "max", padding:
     does for stride 2 on odd sizes.
     """
     stride = kernel if stride is None else stride
-    if kind == "max":
+    if kind == "max" and kernel == 2 and stride == 2 and padding == 0:
+        return MaxPool2x2(ceil_mode)
+    elif kind == "max":
         return nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode)
     elif kind == "avg":
         return nn.AvgPool2d(kernel, stride, padding, ceil_mode=ceil_mode, count_include_pad=False)
