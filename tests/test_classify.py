@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import overfit
 from PIL import Image, ImageDraw
 
 from cnnvision.apps.classify import confusion_image, mnist_like
@@ -92,15 +93,8 @@ def test_overfits_a_tiny_batch():
     images, labels = bars(20)
     x, y = torch.from_numpy(images)[:, None].float() / 255, torch.from_numpy(labels).long()
     net = ClassifierNet(ClassifierConfig(arch="lenet5"))
-    opt = torch.optim.Adam(net.parameters(), 3e-3)
-    first = None
-    for _ in range(60):
-        loss = net.loss(net(x), y)
-        first = first if first is not None else loss.item()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert loss.item() < first / 20
+    first, last = overfit(net, x, y, 60)
+    assert last < first / 20
     net.eval()
     assert (net.predict(x).argmax(1) == y).all()
 

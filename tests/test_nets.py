@@ -1,5 +1,6 @@
 import pytest
 import torch
+from helpers import overfit
 
 from cnnvision.nets import KeypointNet, KeypointNetConfig, build_net, net_spec
 
@@ -50,15 +51,8 @@ def test_overfits_a_tiny_batch(faces32, arch, loss, factor):
     torch.manual_seed(0)
     net = KeypointNet(KeypointNetConfig(arch=arch, image_size=32, width=8, dropout=0.0, loss=loss))
     x, y = faces32.batch(torch.arange(8))
-    opt = torch.optim.Adam(net.parameters(), 3e-3)
-    first = None
-    for _ in range(150):
-        loss_value = net.loss(net(x), y)
-        first = first if first is not None else loss_value.item()
-        opt.zero_grad()
-        loss_value.backward()
-        opt.step()
-    assert loss_value.item() < first / factor
+    first, last = overfit(net, x, y, 150)
+    assert last < first / factor
 
 
 def test_losses():

@@ -12,8 +12,29 @@ from cnnvision.data.augment import AugmentConfig, augment, to_float
 from cnnvision.data.layouts import Layout
 
 
+class ImageSet:
+    """What every in-memory dataset shares: ``images``, uint8 (N, C, S, S), square."""
+    images: torch.Tensor
+
+    def check_square(self) -> None:
+        h, w = self.images.shape[-2:]
+        if h != w:
+            raise ValueError(f"images must be square, got {h}x{w}")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def size(self) -> int:
+        return self.images.shape[-1]
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+
 @dataclass
-class KeypointDataset:
+class KeypointDataset(ImageSet):
     """Square face crops and their points.
 
     images: uint8 (N, C, S, S); points: float32 (N, K, 2) in crop pixels, NaN where unlabelled;
@@ -29,28 +50,16 @@ class KeypointDataset:
     augment: AugmentConfig | None = field(default=None, repr=False)
 
     def __post_init__(self):
+        self.check_square()
         n, _, h, w = self.images.shape
-        if h != w:
-            raise ValueError(f"images must be square, got {h}x{w}")
         if self.points.shape != (n, self.layout.num_points, 2):
             raise ValueError(f"points {tuple(self.points.shape)} do not match {n} images of layout {self.layout.name}")
         if self.boxes is None:
             self.boxes = torch.tensor([[0.0, 0.0, w, h]]).repeat(n, 1)
 
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    @property
-    def size(self) -> int:
-        return self.images.shape[-1]
-
-    @property
-    def channels(self) -> int:
-        return self.images.shape[1]
-
     def subset(self, idx) -> "KeypointDataset":
         idx = torch.as_tensor(idx, dtype=torch.long)
-        pick = (lambda seq: [seq[i] for i in idx.tolist()]) 
+        pick = (lambda seq: [seq[i] for i in idx.tolist()])
         return KeypointDataset(self.images[idx], self.points[idx], self.layout, self.boxes[idx],
                                pick(self.identities) if self.identities else None,
                                pick(self.names) if self.names else None, self.augment)

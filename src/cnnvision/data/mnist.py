@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from cnnvision.data.augment import AugmentConfig, augment, to_float
+from cnnvision.data.dataset import ImageSet
 from cnnvision.errors import InputError
 
 IMAGES_MAGIC = 0x0803  # unsigned bytes, 3 dimensions: (N, rows, columns)
@@ -33,7 +34,7 @@ def digit_augment() -> AugmentConfig:
 
 
 @dataclass
-class ClassificationDataset:
+class ClassificationDataset(ImageSet):
     """Images and one class label each.
 
     images: uint8 (N, C, S, S); labels: int64 (N,) in [0, num_classes).
@@ -44,22 +45,10 @@ class ClassificationDataset:
     augment: AugmentConfig | None = field(default=None, repr=False)
 
     def __post_init__(self):
-        n, _, h, w = self.images.shape
-        if h != w:
-            raise ValueError(f"images must be square, got {h}x{w}")
+        self.check_square()
+        n = len(self)
         if self.labels.shape != (n,):
             raise ValueError(f"labels {tuple(self.labels.shape)} do not match {n} images")
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    @property
-    def size(self) -> int:
-        return self.images.shape[-1]
-
-    @property
-    def channels(self) -> int:
-        return self.images.shape[1]
 
     def subset(self, idx) -> "ClassificationDataset":
         idx = torch.as_tensor(idx, dtype=torch.long)
