@@ -142,7 +142,7 @@ GOOD_PIXELS = " ".join(["7"] * 9216)
     ("abc," + ",".join(["1"] * 29) + "," + GOOD_PIXELS, "row 3: non-numeric value"),
     ("1,2," + GOOD_PIXELS, "row 3: has 3 fields, expected 31"),
 ])
-def test_malformed_rows_name_the_row_or_are_skipped(tmp_path, row, message):
+def test_malformed_rows_name_the_row_or_are_skipped(tmp_path, capsys, row, message):
     path = tmp_path / "bad.csv"
     write_rows(path, [GOOD_POINTS + "," + GOOD_PIXELS, row, GOOD_POINTS + "," + GOOD_PIXELS])
     with pytest.raises(InputError, match=message) as e:
@@ -150,6 +150,8 @@ def test_malformed_rows_name_the_row_or_are_skipped(tmp_path, row, message):
     assert str(path) in str(e.value)
     arrays = parse_csv(path, skip_bad_rows=True)
     assert len(arrays["images"]) == 2 and int(arrays["skipped"]) == 1
+    assert len(load_kaggle(path, skip_bad_rows=True)) == 2
+    assert "skipped 1 malformed rows" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("content,message", [

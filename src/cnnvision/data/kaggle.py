@@ -7,6 +7,7 @@ Rows with missing keypoints are kept (NaN); the Net masks them out of the loss.
 import csv
 import gzip
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,8 @@ def load_arrays(path: str | Path, skip_bad_rows: bool = False, use_cache: bool =
         arrays = parse_csv(path, skip_bad_rows)
         if use_cache:
             cache.save(key, arrays)
+    if int(arrays["skipped"]):
+        print(f"{path}: skipped {int(arrays['skipped'])} malformed rows (--skip-bad-rows)", file=sys.stderr)
     return arrays
 
 
