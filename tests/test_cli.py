@@ -135,3 +135,18 @@ def test_bad_input_gives_one_line_and_status_2(trained, tmp_path, capsys, args, 
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_68_point_data_end_to_end(tmp_path, capsys):
+    """A 68-point CSV + image folder: colour crops, training, then rmse, nme and count."""
+    from test_data import write_faces68
+    csv_path, images = write_faces68(tmp_path, n=12)
+    out = tmp_path / "run68"
+    assert main(["train", "--data", str(csv_path), "--images", str(images), "--net", "kpheat", "--image-size", "32",
+                 "--channels", "3", "--epochs", "1", "--batch-size", "4", "--out", str(out), "--val-fraction", "0.3"]) == 0
+    report = tmp_path / "m.json"
+    assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--data", str(csv_path), "--images", str(images),
+                 "--json", str(report)]) == 0
+    metrics = json.loads(report.read_text())
+    assert set(metrics) == {"rmse", "nme", "count"} and metrics["count"] == 12
+    assert metrics["nme"] > 0 and metrics["rmse"] > 0
