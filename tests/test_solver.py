@@ -7,7 +7,7 @@ from cnnvision import checkpoint
 from cnnvision.data.augment import AugmentConfig
 from cnnvision.errors import InputError
 from cnnvision.nets import KeypointNet, KeypointNetConfig
-from cnnvision.solver import Solver, SolverConfig, WarmupSchedule, batches
+from cnnvision.solver import Solver, SolverConfig, WarmupSchedule
 
 
 def make_solver(faces32, out, epochs=2, **kw):
@@ -84,12 +84,17 @@ def test_schedules():
         WarmupSchedule("linear", 0, 10)
 
 
-def test_batches_cover_everything_once():
-    idx = torch.cat(list(batches(10, 3)))
-    assert idx.tolist() == list(range(10))
-    g = torch.Generator().manual_seed(0)
-    shuffled = list(batches(10, 3, g))
-    assert all(len(b) >= 2 for b in shuffled)  # a last batch of one is dropped in training
+def test_epoch_batches_are_a_shuffle_fixed_by_the_epoch(faces32):
+    solver = make_solver(faces32, None)
+    solver.train_set = faces32.subset(range(33))  # 2 batches of 16, then a lone example
+    chunks, _ = solver.epoch_batches()
+    assert [len(c) for c in chunks] == [16, 16]  # a batch of one is dropped: batch norm needs two
+    seen = torch.cat(chunks).tolist()
+    assert len(set(seen)) == 32 and set(seen) <= set(range(33))
+    again, _ = solver.epoch_batches()
+    assert all(torch.equal(a, b) for a, b in zip(chunks, again))
+    solver.epoch += 1
+    assert not torch.equal(solver.epoch_batches()[0][0], chunks[0])
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ from cnnvision.data.augment import AugmentConfig
 from cnnvision.data.dataset import KeypointDataset
 from cnnvision.data.layouts import KAGGLE15
 from cnnvision.nets import KeypointNet, KeypointNetConfig
-from cnnvision.solver import Solver, SolverConfig, batches, predict
+from cnnvision.solver import Solver, SolverConfig, predict
 
 
 def benchmark(net: str = "basic_cnn", batch_size: int = 50, steps: int = 40, warmup: int = 5,
@@ -26,15 +26,11 @@ def benchmark(net: str = "basic_cnn", batch_size: int = 50, steps: int = 40, war
     model.train()
 
     def train_steps(count: int) -> float:
-        order, noise = trainer.epoch_generators()
+        chunks, noise = trainer.epoch_batches()
         start = time.perf_counter()
-        done = 0
-        for idx in batches(n, batch_size, order):
-            if done == count:
-                break
+        for idx in chunks[:count]:
             x, y = data.batch(idx, noise)
             trainer.train_step(x, y)
-            done += 1
         return time.perf_counter() - start
 
     train_steps(warmup)

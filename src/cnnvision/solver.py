@@ -99,16 +99,6 @@ class WarmupSchedule:
         return 1.0
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator | None = None):
-    """Index batches over n samples, shuffled when given a generator. A last batch of one is
-    dropped in training, where batch norm cannot use it."""
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    for idx in order.split(batch_size):
-        if generator is not None and len(idx) < 2:
-            continue
-        yield idx
-
-
 def predict(net, data, batch_size: int = 256, device: torch.device = torch.device("cpu"),
             precision: str = "auto", flip: bool = True, channels_last: bool = True,
             ctx: distributed.Context = distributed.Context()) -> torch.Tensor:
@@ -156,13 +146,20 @@ class Solver:
         self.best = math.inf if mode == "min" else -math.inf
         self.writer = None
 
-    def epoch_generators(self) -> tuple[torch.Generator, torch.Generator]:
-        """Seeded by (seed, epoch) alone, so a resumed run and every process of a distributed one
-        agree on the batch order; augmentation and dropout differ by process."""
+    def epoch_batches(self) -> tuple[list[torch.Tensor], torch.Generator]:
+        """This process's index batches for the current epoch, and the generator its augmentation
+        draws from. Seeded by (seed, epoch) alone, so a resumed run and every process of a
+        distributed one agree on the order; augmentation and dropout differ by process."""
+        ctx, size = self.ctx, self.cfg.batch_size
         base = self.cfg.seed * 100_003 + self.epoch * 1_009
-        torch.manual_seed(base + 1 + self.ctx.rank)  # dropout
-        order = torch.Generator().manual_seed(base)
-        return order, torch.Generator().manual_seed(base + 1 + self.ctx.rank)
+        torch.manual_seed(base + 1 + ctx.rank)  # dropout
+        order = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(base))
+        # Every process takes its own slice of the same shuffle: a global batch of size * world.
+        mine = order[ctx.rank::ctx.world]
+        if ctx.active:
+            mine = mine[: self.steps_per_epoch * size]  # equal step counts on every process
+        chunks = [idx for idx in mine.split(size) if len(idx) > 1]  # batch norm cannot train on one
+        return chunks, torch.Generator().manual_seed(base + 1 + ctx.rank)
 
     # -- one step ----------------------------------------------------------------------------
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -225,17 +222,11 @@ class Solver:
         name, mode = self.net.primary_metric
         while self.epoch < cfg.epochs:
             self.model.train()
-            order, noise = self.epoch_generators()
-            # Every process shuffles the same way and takes its own slice: a global batch of
-            # batch_size * world examples per step.
-            mine = torch.randperm(len(self.train_set), generator=order)[ctx.rank::ctx.world]
-            mine = mine[: self.steps_per_epoch * cfg.batch_size] if ctx.active else mine  # equal step counts
+            chunks, noise = self.epoch_batches()
             bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
                        disable=not (ctx.main and sys.stderr.isatty()))
             interval_loss, interval_n, t0 = 0.0, 0, time.perf_counter()
-            for idx in mine.split(cfg.batch_size):
-                if len(idx) < 2:
-                    continue  # batch norm cannot train on one example
+            for idx in chunks:
                 x, y = self.train_set.batch(idx, noise)
                 loss = self.train_step(x, y)
                 interval_loss += float(loss) * len(idx)
