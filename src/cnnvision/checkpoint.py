@@ -3,14 +3,13 @@
 A checkpoint holds the Net's spec (task and config), so evaluate, predict and export need only
 the file; training checkpoints add the optimizer, scheduler, step and RNG state to resume.
 """
-import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 
 import torch
 
 from cnnvision.errors import InputError
+from cnnvision.files import atomic_open
 from cnnvision.nets import build_net
 
 FORMAT = "cnnvision-checkpoint"
@@ -18,28 +17,9 @@ PRETRAINED = ("keypoints15", "lenet5-mnist")  # names of the models shipped in c
 
 
 def save(path: str | Path, state: dict) -> None:
-    """Write to a temporary file beside ``path``, then rename over it: a crash at any moment
-    leaves either the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """Write atomically: a run killed at any moment leaves the last good checkpoint intact."""
+    with atomic_open(path, "wb") as f:
+        torch.save({"format": FORMAT, **state}, f)
 
 
 def load(path: str | Path) -> dict:

@@ -4,9 +4,6 @@ Each function is what one CLI subcommand does; all of them compose the Dataset, 
 """
 import csv
 import json
-import os
-import tempfile
-import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from cnnvision.data.augment import AugmentConfig
 from cnnvision.data.dataset import KeypointDataset
 from cnnvision.data.kaggle import KEYPOINT_COLUMNS, load_arrays, read_rows
 from cnnvision.errors import InputError
+from cnnvision.files import atomic_open
 from cnnvision.nets import KeypointNet, KeypointNetConfig
 from cnnvision.solver import Solver, SolverConfig, evaluate, predict
 from cnnvision.viz import draw_box, draw_points, face_grid
@@ -66,7 +64,8 @@ def train(data: str | None = None, images: str | None = None, net: str = "kpheat
     model = KeypointNet(net_cfg)
     run_config = {
         "command": "train", "data": str(data) if data else None, "images": str(images) if images else None,
-        "synthetic_count": synthetic_count, "val_fraction": val_fraction, "image_size": image_size, "channels": channels, "skip_bad_rows": skip_bad_rows,
+        "synthetic_count": synthetic_count, "val_fraction": val_fraction, "image_size": image_size,
+        "channels": channels, "skip_bad_rows": skip_bad_rows,
         "net": asdict(net_cfg), "solver": asdict(cfg), "augment": asdict(aug) if aug else None,
         "train_count": len(train_set), "val_count": len(val_set),
         "val_people": len(set(val_set.identities)) if val_set.identities else None,
@@ -94,13 +93,9 @@ def train(data: str | None = None, images: str | None = None, net: str = "kpheat
 
 def write_json(path: str | Path, obj) -> None:
     """Atomically write JSON, so a failure never leaves half a file where the user looks."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    with atomic_open(path) as f:
         json.dump(obj, f, indent=2)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def evaluate_file(net, data: str, images: str | None = None, skip_bad_rows: bool = False,
@@ -191,13 +186,9 @@ def submit(net, test: str, lookup: str, out: str, skip_bad_rows: bool = False) -
                              f"{e.args[0]!r} (not in {test})") from None
     if not lines:
         raise InputError(f"{lookup}: no rows")
-    out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
+    with atomic_open(out, newline="") as f:
         w = csv.writer(f)
         w.writerow(["RowId", "Location"])
         for row_id, value in lines:
             w.writerow([row_id, f"{value:.4f}"])
-    os.replace(tmp, out_path)
     return len(lines)

@@ -6,10 +6,11 @@ file is parsed again. Writes are atomic.
 """
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from cnnvision.files import atomic_open
 
 CACHE_VERSION = 2
 
@@ -38,12 +39,8 @@ def load(key: str) -> dict[str, np.ndarray] | None:
 
 
 def save(key: str, arrays: dict[str, np.ndarray]) -> None:
-    folder = cache_dir()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(cache_dir() / f"{key}.npz", "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, folder / f"{key}.npz")
     except OSError:
         pass  # a read-only cache folder only costs speed
