@@ -1,0 +1,96 @@
+"""Boxes for one-stage detection, as the tutorial describes it: every cell of an FCN's S-strided
+output predicts objectness and the offsets of the box's top-left and bottom-right corners
+(d = 5). Here: IoU, the target encoding and its decoding, non-maximum suppression, and
+average precision. Boxes are (x0, y0, x1, y1) in pixels.
+"""
+import torch
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise intersection over union: (N, 4) x (M, 4) -> (N, M)."""
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return inter / union.clamp(min=1e-9)
+
+
+def cell_centres(height: int, width: int, stride: int) -> torch.Tensor:
+    """(h, w, 2) pixel coordinates of the centres of an S-strided output's cells."""
+    ys = (torch.arange(height, dtype=torch.float32) + 0.5) * stride
+    xs = (torch.arange(width, dtype=torch.float32) + 0.5) * stride
+    return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)
+
+
+def encode(boxes: torch.Tensor, height: int, width: int, stride: int, scale: float) -> torch.Tensor:
+    """Targets for one image, (5, h, w): objectness 1 in the cells whose centre lies inside the
+    central half of a box, else 0; there the corner offsets from the cell centre, divided by
+    ``scale`` pixels (elsewhere 0, and masked out of the loss by objectness)."""
+    target = torch.zeros(5, height, width)
+    centres = cell_centres(height, width, stride)  # (h, w, 2)
+    # smaller boxes last, so where boxes overlap a cell belongs to the smaller face
+    for box in sorted(boxes.tolist(), key=lambda b: -(b[2] - b[0]) * (b[3] - b[1])):
+        x0, y0, x1, y1 = box
+        cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 4, (y1 - y0) / 4
+        inside = ((centres[..., 0] - cx).abs() <= max(hw, stride / 2)) & ((centres[..., 1] - cy).abs() <= max(hh, stride / 2))
+        target[0][inside] = 1
+        offsets = torch.stack([x0 - centres[..., 0], y0 - centres[..., 1], x1 - centres[..., 0], y1 - centres[..., 1]])
+        target[1:, inside] = offsets[:, inside] / scale
+    return target
+
+
+def decode(output: torch.Tensor, stride: int, scale: float, threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """One image's output (5, h, w), objectness as a probability, -> boxes (K, 4) and scores (K,)
+    of the cells above ``threshold``."""
+    _, h, w = output.shape
+    centres = cell_centres(h, w, stride).permute(2, 0, 1)  # (2, h, w)
+    keep = output[0] > threshold
+    corners = output[1:] * scale + centres.repeat(2, 1, 1)  # (4, h, w)
+    return corners[:, keep].t(), output[0][keep]
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float = 0.4) -> torch.Tensor:
+    """Greedy non-maximum suppression: indices of the kept boxes, best first."""
+    order = scores.argsort(descending=True)
+    keep = []
+    while order.numel():
+        best = order[0]
+        keep.append(int(best))
+        if order.numel() == 1:
+            break
+        overlap = box_iou(boxes[best][None], boxes[order[1:]])[0]
+        order = order[1:][overlap <= iou]
+    return torch.tensor(keep, dtype=torch.long)
+
+
+def average_precision(detections: list[tuple[torch.Tensor, torch.Tensor]], truths: list[torch.Tensor],
+                      iou: float = 0.5) -> dict[str, float]:
+    """AP (area under the interpolated precision-recall curve, every point) and recall at an IoU
+    threshold, over images given as (boxes, scores) detections and true boxes."""
+    records = []  # (score, is true positive)
+    total = sum(len(t) for t in truths)
+    for (boxes, scores), true in zip(detections, truths):
+        taken = torch.zeros(len(true), dtype=torch.bool)
+        for i in scores.argsort(descending=True).tolist():
+            hit = False
+            if len(true):
+                overlaps = box_iou(boxes[i][None], true)[0]
+                overlaps[taken] = -1
+                j = int(overlaps.argmax())
+                if overlaps[j] >= iou:
+                    taken[j] = hit = True
+            records.append((float(scores[i]), hit))
+    if total == 0:
+        return {"ap50": float("nan"), "recall50": float("nan")}
+    records.sort(key=lambda r: -r[0])
+    hits = torch.tensor([r[1] for r in records], dtype=torch.float32)
+    tp = hits.cumsum(0)
+    precision = tp / torch.arange(1, len(hits) + 1)
+    recall = tp / total
+    # precision envelope: the best precision at this recall or beyond
+    envelope = precision.flip(0).cummax(0).values.flip(0) if len(hits) else precision
+    steps = torch.diff(torch.cat([torch.zeros(1), recall]))
+    ap = float((steps * envelope).sum())
+    return {"ap50": ap, "recall50": float(recall[-1]) if len(hits) else 0.0}
