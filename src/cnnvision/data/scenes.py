@@ -1,0 +1,146 @@
+"""Detection data: images with any number of face boxes.
+
+``frames`` letterboxes the 68-point frames (one face each, box = the extent of its points) into
+squares. ``scenes`` makes training pictures that look more like ordinary photos: faces from those
+frames at many scales, zero to three per picture, pasted with soft edges onto cluttered
+backgrounds, and pictures with no face at all.
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFilter
+
+from cnnvision import images as imgs
+from cnnvision.boxes import box_iou, encode
+from cnnvision.data.augment import AugmentConfig, jitter_intensity, to_float
+from cnnvision.data.dataset import ImageSet, identity_from_name
+from cnnvision.data.faces68 import parse_points_csv
+from cnnvision.errors import InputError
+
+
+@dataclass
+class DetectionDataset(ImageSet):
+    """images: uint8 (N, C, S, S); boxes: one (K, 4) float tensor per image, in its pixels."""
+    images: torch.Tensor
+    boxes: list[torch.Tensor]
+    identities: list[str] | None = None
+    stride: int = 8            # the detector's output cell, for the targets
+    scale: float = 32.0        # the detector's offset unit, for the targets
+    augment: AugmentConfig | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        self.check_square()
+        if len(self.boxes) != len(self):
+            raise ValueError(f"{len(self.boxes)} box lists for {len(self)} images")
+
+    def subset(self, idx) -> "DetectionDataset":
+        idx = torch.as_tensor(idx, dtype=torch.long).tolist()
+        return DetectionDataset(self.images[idx], [self.boxes[i] for i in idx],
+                                [self.identities[i] for i in idx] if self.identities else None,
+                                self.stride, self.scale, self.augment)
+
+    def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None):
+        """float images (B, C, S, S) and targets (B, 5, S/stride, S/stride); training mirrors
+        half the pictures and jitters brightness and contrast."""
+        x = to_float(self.images[idx])
+        boxes = [self.boxes[i].clone() for i in idx.tolist()]
+        if generator is not None and self.augment is not None:
+            mirror = torch.rand(len(boxes), generator=generator) < 0.5
+            x = torch.where(mirror[:, None, None, None], x.flip(-1), x)
+            for b, m in zip(boxes, mirror.tolist()):
+                if m and len(b):
+                    b[:, [0, 2]] = self.size - b[:, [2, 0]]
+            x = jitter_intensity(x, self.augment, generator)
+        cells = -(-self.size // self.stride)
+        target = torch.stack([encode(b, cells, cells, self.stride, self.scale) for b in boxes])
+        return x, target
+
+
+def _read(csv_path: Path, images_dir: Path):
+    names, points = parse_points_csv(csv_path)
+    if not images_dir.is_dir():
+        raise InputError(f"{images_dir}: no such image folder (give it with --images DIR)")
+    return names, points
+
+
+def frames(csv_path: str | Path, images_dir: str | Path, size: int = 160, channels: int = 3) -> DetectionDataset:
+    """Each 68-point frame letterboxed (scaled to fit, padded) into size x size."""
+    names, points = _read(Path(csv_path), Path(images_dir))
+    pictures, boxes = [], []
+    for name, pts in zip(names, points):
+        im = imgs.open_image(Path(images_dir) / name, channels)
+        side = max(im.size)
+        box = (0.0, 0.0, float(side), float(side))
+        pictures.append(_chw(imgs.crop_square(im, box, size)))
+        tight = imgs.to_crop(np.concatenate([pts.min(0), pts.max(0)]).reshape(2, 2), box, size)
+        boxes.append(torch.tensor(tight.reshape(1, 4), dtype=torch.float32))
+    return DetectionDataset(torch.from_numpy(np.stack(pictures)), boxes, [identity_from_name(n) for n in names])
+
+
+def _chw(arr: np.ndarray) -> np.ndarray:
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def clutter(rng: np.random.Generator, size: int) -> Image.Image:
+    """A background with no face: a colour gradient, shapes and noise, slightly blurred."""
+    a, b = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    t = np.linspace(0, 1, size)[:, None, None] if rng.random() < 0.5 else np.linspace(0, 1, size)[None, :, None]
+    base = np.broadcast_to(a + (b - a) * t, (size, size, 3))
+    im = Image.fromarray(np.clip(base + rng.normal(0, rng.uniform(2, 20), (size, size, 3)), 0, 255).astype(np.uint8))
+    d = ImageDraw.Draw(im)
+    for _ in range(rng.integers(0, 12)):
+        x0, y0 = rng.uniform(-size / 4, size, 2)
+        w, h = rng.uniform(4, size / 2, 2)
+        colour = tuple(int(v) for v in rng.uniform(0, 255, 3))
+        shape = d.ellipse if rng.random() < 0.4 else d.rectangle
+        shape([x0, y0, x0 + w, y0 + h], fill=colour)
+    return im.filter(ImageFilter.GaussianBlur(rng.uniform(0, 2)))
+
+
+def scenes(csv_path: str | Path, images_dir: str | Path, count: int, size: int = 160, channels: int = 3,
+           people: set[str] | None = None, seed: int = 0) -> DetectionDataset:
+    """``count`` pictures of 0-3 faces (taken only from ``people`` when given) on clutter."""
+    names, points = _read(Path(csv_path), Path(images_dir))
+    pool = [i for i, n in enumerate(names) if people is None or identity_from_name(n) in people]
+    if not pool:
+        raise InputError(f"{csv_path}: no frames of the people asked for")
+    rng = np.random.default_rng(seed)
+    pictures, boxes = [], []
+    for _ in range(count):
+        canvas = clutter(rng, size)
+        placed: list[list[float]] = []
+        for _ in range(rng.choice(4, p=[0.15, 0.45, 0.25, 0.15])):
+            i = pool[rng.integers(len(pool))]
+            pts = points[i]
+            x0, y0 = pts.min(0)
+            x1, y1 = pts.max(0)
+            context = imgs.square_box(x0, y0, x1, y1, margin=rng.uniform(0.2, 0.45))
+            face_side = float(np.exp(rng.uniform(np.log(14), np.log(size * 0.7))))  # the tight box's longer side
+            crop_side = int(round(face_side * (context[2] - context[0]) / max(x1 - x0, y1 - y0)))
+            if crop_side < 8:
+                continue
+            ox, oy = rng.uniform(-crop_side * 0.15, size - crop_side * 0.85, 2)
+            src = imgs.open_image(Path(images_dir) / names[i], 3)
+            patch = Image.fromarray(imgs.crop_square(src, context, crop_side))
+            if rng.random() < 0.5:
+                patch = patch.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+                tight = imgs.to_crop(np.array([[x0, y0], [x1, y1]]), context, crop_side)
+                tight[:, 0] = crop_side - 1 - tight[::-1, 0]
+            else:
+                tight = imgs.to_crop(np.array([[x0, y0], [x1, y1]]), context, crop_side)
+            box = [float(ox + tight[0, 0]), float(oy + tight[0, 1]), float(ox + tight[1, 0]), float(oy + tight[1, 1])]
+            if placed and box_iou(torch.tensor([box]), torch.tensor(placed)).max() > 0.1:
+                continue
+            mask = Image.new("L", patch.size, 0)
+            ImageDraw.Draw(mask).ellipse([0, 0, crop_side - 1, crop_side - 1], fill=255)
+            canvas.paste(patch, (int(round(ox)), int(round(oy))), mask.filter(ImageFilter.GaussianBlur(crop_side / 16)))
+            # keep the part of the box inside the picture; drop faces mostly outside
+            clipped = [max(box[0], 0), max(box[1], 0), min(box[2], size), min(box[3], size)]
+            area = (box[2] - box[0]) * (box[3] - box[1])
+            if (clipped[2] - clipped[0]) * (clipped[3] - clipped[1]) > 0.6 * area:
+                placed.append(clipped)
+        pictures.append(_chw(np.asarray(canvas.convert("L" if channels == 1 else "RGB"))))
+        boxes.append(torch.tensor(placed, dtype=torch.float32).reshape(-1, 4))
+    return DetectionDataset(torch.from_numpy(np.stack(pictures)), boxes)

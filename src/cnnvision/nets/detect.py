@@ -1,0 +1,101 @@
+"""One-stage face detection in a fully convolutional net, the tutorial's way: every cell of the
+stride-8 output predicts objectness and the offsets of its face's top-left and bottom-right
+corners (d = 5).
+
+The backbone goes down to stride 32 for context (a face may be 10x a cell) and a bilinear
+deconvolution brings that back to stride 8, added to the stride-8 features. The loss is the
+tutorial's L2 on the corner offsets of the cells that hold a face, plus binary cross-entropy on
+objectness (an L2 there trains slowly when faces are a few cells of thousands).
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnvision.boxes import average_precision, decode, encode, nms
+from cnnvision.layers import conv_relu, deconv, pool
+
+
+@dataclass
+class DetectorConfig:
+    arch: str = "fcn_detector"  # the only one so far
+    in_channels: int = 3        # 1 grey, 3 RGB
+    image_size: int = 160       # training scenes' side; any size works at inference
+    width: int = 16             # channels of the first stage
+    stride: int = 8             # output cell size in pixels
+    scale: float = 32.0         # corner offsets are predicted in units of this many pixels
+    threshold: float = 0.5      # objectness to report a face
+    nms_iou: float = 0.4        # overlap above which the weaker of two detections goes
+
+
+class DetectorNet(nn.Module):
+    task = "detection"
+    primary_metric = ("ap50", "max")
+
+    def __init__(self, cfg: DetectorConfig):
+        super().__init__()
+        if cfg.arch != "fcn_detector" or cfg.stride != 8:
+            raise ValueError(f"unknown detector {cfg.arch!r} with stride {cfg.stride} (use fcn_detector, 8)")
+        self.cfg = cfg
+        w = cfg.width
+        self.down8 = nn.Sequential(  # (B, C, H, W) -> (B, 4w, H/8, W/8)
+            conv_relu(cfg.in_channels, w, 3, batch_norm=True), pool(2),
+            conv_relu(w, 2 * w, 3, batch_norm=True), pool(2),
+            conv_relu(2 * w, 4 * w, 3, batch_norm=True), pool(2),
+            conv_relu(4 * w, 4 * w, 3, batch_norm=True),
+        )
+        self.down32 = nn.Sequential(  # -> (B, 8w, H/32, W/32)
+            pool(2), conv_relu(4 * w, 8 * w, 3, batch_norm=True),
+            pool(2), conv_relu(8 * w, 8 * w, 3, batch_norm=True),
+        )
+        self.lateral = nn.Conv2d(8 * w, 4 * w, 1)
+        self.up = deconv(4 * w, 4 * w, 4, bilinear=True)
+        self.head = nn.Sequential(conv_relu(4 * w, 4 * w, 3, batch_norm=True), nn.Conv2d(4 * w, 5, 1))
+        nn.init.constant_(self.head[-1].bias[:1], -4.0)  # faces are rare: start near "no face"
+
+    def forward(self, x):
+        H, W = x.shape[-2:]
+        if H % 32 or W % 32:  # pad to whole stride-32 cells; outputs past the image are ignored
+            x = F.pad(x, (0, -W % 32, 0, -H % 32))
+        c8 = self.down8(x)                                   # (B, 4w, H/8, W/8)
+        y = c8 + self.up(self.lateral(self.down32(c8)))
+        out = self.head(y).float()                           # (B, 5, H/8, W/8)
+        return out[..., : -(-H // 8), : -(-W // 8)]
+
+    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        objectness = F.binary_cross_entropy_with_logits(out[:, 0], target[:, 0])
+        face = target[:, :1]  # (B, 1, h, w)
+        offsets = ((out[:, 1:] - target[:, 1:]) ** 2 * face).sum() / face.sum().clamp(min=1)
+        return objectness + offsets
+
+    def predict(self, x: torch.Tensor, flip: bool = False) -> torch.Tensor:
+        """(B, 5, h, w): objectness probability and corner offsets. ``flip`` is ignored."""
+        out = self(x)
+        return torch.cat([out[:, :1].sigmoid(), out[:, 1:]], 1)
+
+    def detect(self, out: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per image, boxes (K, 4) in input pixels and scores (K,), after NMS."""
+        found = []
+        for o in out:
+            boxes, scores = decode(o, self.cfg.stride, self.cfg.scale, self.cfg.threshold)
+            keep = nms(boxes, scores, self.cfg.nms_iou)
+            found.append((boxes[keep], scores[keep]))
+        return found
+
+    def encode(self, boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        return encode(boxes, -(-height // 8), -(-width // 8), self.cfg.stride, self.cfg.scale)
+
+    def metrics(self, out: torch.Tensor, data) -> dict:
+        """AP and recall at IoU 0.5 over a DetectionDataset, with every cell's score (no threshold)
+        entering the precision-recall curve."""
+        cfg = self.cfg
+        detections = []
+        for o in out:
+            boxes, scores = decode(o, cfg.stride, cfg.scale, threshold=0.05)
+            keep = nms(boxes, scores, cfg.nms_iou)
+            detections.append((boxes[keep], scores[keep]))
+        result = average_precision(detections, data.boxes)
+        above = [(b[s > cfg.threshold], s[s > cfg.threshold]) for b, s in detections]
+        result["recall50"] = average_precision(above, data.boxes)["recall50"]
+        return {**result, "count": len(data)}

@@ -1,0 +1,81 @@
+"""The one-stage FCN face detector: shapes, targets, flips, learning, AP on a toy set."""
+import numpy as np
+import pytest
+import torch
+
+from cnnvision.boxes import decode
+from cnnvision.data.augment import AugmentConfig
+from cnnvision.data.scenes import DetectionDataset, clutter, frames, scenes
+from cnnvision.nets.detect import DetectorConfig, DetectorNet
+from helpers import overfit
+
+
+def toy_set(n=8, size=64):
+    """Bright squares (the 'faces') on dark noise, boxes known."""
+    g = torch.Generator().manual_seed(0)
+    images = (torch.rand(n, 3, size, size, generator=g) * 60).to(torch.uint8)
+    boxes = []
+    for i in range(n):
+        s = int(torch.randint(12, 28, (1,), generator=g))
+        x, y = (int(v) for v in torch.randint(0, size - s, (2,), generator=g))
+        images[i, :, y:y + s, x:x + s] = 230
+        boxes.append(torch.tensor([[x, y, x + s, y + s]], dtype=torch.float32))
+    return DetectionDataset(images, boxes)
+
+
+@pytest.mark.parametrize("hw", [(64, 64), (70, 100), (480, 640)])
+def test_any_input_size_gives_a_stride_8_map(hw):
+    net = DetectorNet(DetectorConfig(width=4))
+    out = net(torch.rand(2, 3, *hw))
+    assert out.shape == (2, 5, -(-hw[0] // 8), -(-hw[1] // 8))
+    assert torch.isfinite(out).all()
+
+
+def test_every_parameter_gets_a_gradient():
+    net = DetectorNet(DetectorConfig(width=4))
+    data = toy_set(2)
+    x, y = data.batch(torch.arange(2))
+    net.loss(net(x), y).backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_mirrored_batch_keeps_boxes_on_the_squares():
+    data = toy_set(8)
+    data.augment = AugmentConfig(brightness=0, contrast=0)
+    x, target = data.batch(torch.arange(8), torch.Generator().manual_seed(1))
+    for i in range(8):
+        boxes, _ = decode(target[i], 8, 32.0, 0.5)
+        x0, y0, x1, y1 = boxes[0].round().long().tolist()
+        assert x[i, 0, y0 + 1:y1 - 1, x0 + 1:x1 - 1].min() > 0.8  # the bright square is inside its box
+
+
+def test_overfits_and_finds_the_toy_faces():
+    torch.manual_seed(0)
+    data = toy_set(8)
+    net = DetectorNet(DetectorConfig(width=8))
+    x, y = data.batch(torch.arange(8))
+    first, last = overfit(net, x, y, 150, lr=5e-3)
+    assert last < first / 10
+    net.eval()
+    with torch.no_grad():
+        metrics = net.metrics(net.predict(x), data)
+    assert metrics["ap50"] > 0.8 and metrics["recall50"] > 0.8 and metrics["count"] == 8
+
+
+def test_clutter_backgrounds_vary():
+    a = np.asarray(clutter(np.random.default_rng(0), 32))
+    b = np.asarray(clutter(np.random.default_rng(1), 32))
+    assert a.shape == (32, 32, 3) and not np.array_equal(a, b)
+
+
+def test_frames_and_scenes_from_68_point_data(tmp_path):
+    from test_data import write_faces68
+    csv_path, images = write_faces68(tmp_path, n=6)
+    f = frames(csv_path, images, size=64)
+    assert f.images.shape == (6, 3, 64, 64) and all(len(b) == 1 for b in f.boxes)
+    assert all(((b >= -1) & (b <= 65)).all() for b in f.boxes)
+    s = scenes(csv_path, images, 10, size=64, people={"Person_A"}, seed=0)
+    assert len(s) == 10 and s.identities is None
+    assert sum(len(b) for b in s.boxes) > 0  # some faces were placed
+    assert all((b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all() for b in s.boxes if len(b))
