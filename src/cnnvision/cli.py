@@ -11,12 +11,14 @@ from pathlib import Path
 from cnnvision.errors import InputError
 
 CLASSIFIER_NETS = ("softmax", "mlp", "lenet5")
+SEGMENTATION_NETS = ("segnet",)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--checkpoint", metavar="FILE", help="a checkpoint written by train (best.pt, last.pt)")
-    g.add_argument("--pretrained", metavar="NAME", help="a model shipped with cnnvision: keypoints15, lenet5-mnist")
+    g.add_argument("--pretrained", metavar="NAME",
+                   help="a model shipped with cnnvision: keypoints15, lenet5-mnist, face-parts")
 
 
 def add_solver_args(p: argparse.ArgumentParser) -> None:
@@ -43,13 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnvision", description="Learning-based computer vision with CNNs.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a keypoint net (embedded synthetic faces without --data) or a classifier")
-    p.add_argument("--task", choices=["keypoints", "classification"], help="default keypoints (a resumed run keeps its own)")
+    p = sub.add_parser("train", help="train a keypoint net (embedded synthetic faces without --data), "
+                                     "a classifier or a segmenter")
+    p.add_argument("--task", choices=["keypoints", "classification", "segmentation"],
+                   help="default keypoints (a resumed run keeps its own)")
     p.add_argument("--data", help="Kaggle training.csv(.gz) or a 68-point CSV; default: synthetic faces; "
                                   "classification: the MNIST folder")
     p.add_argument("--images", metavar="DIR", help="image folder of a 68-point CSV")
-    p.add_argument("--net", choices=["basic_cnn", "kpnet", "kpheat", *CLASSIFIER_NETS],
-                   help="default kpheat; classification: lenet5 (or mlp, softmax)")
+    p.add_argument("--net", choices=["basic_cnn", "kpnet", "kpheat", *CLASSIFIER_NETS, *SEGMENTATION_NETS],
+                   help="default kpheat; classification: lenet5 (or mlp, softmax); segmentation: segnet")
     p.add_argument("--loss", choices=["mse", "l1", "smooth_l1"], default="l1",
                    help="keypoint loss on unit coordinates (default l1; mse is the tutorial's L2)")
     p.add_argument("--epochs", type=int, help="default 30 (8 on the synthetic faces)")
@@ -58,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.15, help="share held out, by person (default 0.15)")
     p.add_argument("--image-size", type=int, default=96, help="crop side for 68-point data (default 96)")
     p.add_argument("--channels", type=int, choices=[1, 3], default=1, help="1 grey or 3 colour (68-point data)")
-    p.add_argument("--width", type=int, default=24, help="kpnet's first-stage channels (default 24)")
+    p.add_argument("--width", type=int, help="first-stage channels (default 24; segnet 16)")
+    p.add_argument("--class-weights", metavar="W,W,...", help="segmentation: cross-entropy weight per class "
+                                                            "(default: unweighted)")
     p.add_argument("--no-augment", action="store_true", help="train without flips, warps and jitter")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed CSV rows instead of stopping")
     p.add_argument("--no-cache", action="store_true", help="parse the data again instead of using the cache")
@@ -73,14 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confusion", metavar="FILE", help="classification: confusion matrix PNG (default: beside --json)")
     p.add_argument("--skip-bad-rows", action="store_true")
     p.add_argument("--split", choices=["all", "train", "val"], default="all",
-                   help="keypoints: only the people train holds out of this file (val), or the others")
+                   help="68-point data: only the people train holds out of this file (val), or the others")
     p.add_argument("--val-fraction", type=float, default=0.15, help="as given to train (default 0.15)")
 
-    p = sub.add_parser("predict", help="keypoints for face images, or the class of digit images")
+    p = sub.add_parser("predict", help="keypoints or parts of face images, or the class of digit images")
     add_model_args(p)
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--out", metavar="DIR", default="predictions", help="overlay PNGs go here (default predictions/)")
-    p.add_argument("--json", metavar="FILE", help="also write the keypoints (or classes) here")
+    p.add_argument("--json", metavar="FILE", help="also write the keypoints (classes, part shares) here")
 
     p = sub.add_parser("submit", help="a Kaggle submission file")
     add_model_args(p)
@@ -116,7 +122,7 @@ def train_task(a: argparse.Namespace) -> str:
 
 def run(a: argparse.Namespace) -> int:
     from cnnvision import checkpoint
-    from cnnvision.apps import classify, keypoints
+    from cnnvision.apps import classify, keypoints, segment
 
     if a.command == "train" and train_task(a) == "classification":
         net = a.net or "lenet5"
@@ -124,14 +130,29 @@ def run(a: argparse.Namespace) -> int:
             raise InputError(f"--net {net} is a keypoint net; classification uses {', '.join(CLASSIFIER_NETS)}")
         out = a.out or f"runs/{net}-{Path(a.data).name if a.data else 'mnist'}"
         classify.train(a.data, net, out, a.resume, not a.no_augment, **solver_overrides(a))
+    elif a.command == "train" and train_task(a) == "segmentation":
+        net = a.net or "segnet"
+        if net not in SEGMENTATION_NETS:
+            raise InputError(f"--net {net} is not a segmentation net; segmentation uses "
+                             f"{', '.join(SEGMENTATION_NETS)}")
+        try:
+            weights = tuple(float(w) for w in a.class_weights.split(",")) if a.class_weights else ()
+        except ValueError:
+            raise InputError(f"--class-weights {a.class_weights}: expected numbers separated by commas") from None
+        data_name = Path(a.data).name.split(".")[0] if a.data else "none"
+        segment.train(a.data, a.images, net, a.out or f"runs/{net}-{data_name}", a.resume, a.val_fraction,
+                      a.image_size, a.channels, a.width or 16, not a.no_cache, not a.no_augment, weights,
+                      **solver_overrides(a))
     elif a.command == "train":
         a.net = a.net or "kpheat"
         if a.net in CLASSIFIER_NETS:
             raise InputError(f"--net {a.net} is a classifier: add --task classification")
+        if a.net in SEGMENTATION_NETS:
+            raise InputError(f"--net {a.net} is a segmentation net: add --task segmentation")
         data_name = Path(a.data).name.split(".")[0] if a.data else "synthetic"
         out = a.out or f"runs/{a.net}-{data_name}"
-        keypoints.train(a.data, a.images, a.net, out, a.resume, a.val_fraction, a.image_size, a.channels, a.width,
-                        a.skip_bad_rows, not a.no_cache, not a.no_augment, a.synthetic_count, a.loss,
+        keypoints.train(a.data, a.images, a.net, out, a.resume, a.val_fraction, a.image_size, a.channels,
+                        a.width or 24, a.skip_bad_rows, not a.no_cache, not a.no_augment, a.synthetic_count, a.loss,
                         **solver_overrides(a))
     elif a.command == "evaluate":
         net = checkpoint.load_net(a.checkpoint, a.pretrained)
@@ -143,6 +164,8 @@ def run(a: argparse.Namespace) -> int:
             if confusion:
                 Path(confusion).parent.mkdir(parents=True, exist_ok=True)
                 classify.confusion_image(metrics["confusion"]).save(confusion)
+        elif net.task == "segmentation":
+            metrics = segment.evaluate_file(net, a.data, a.images, a.split, a.val_fraction)
         else:
             metrics = keypoints.evaluate_file(net, a.data, a.images, a.skip_bad_rows, a.split, a.val_fraction)
         print(json.dumps(metrics))
@@ -154,6 +177,9 @@ def run(a: argparse.Namespace) -> int:
             results = classify.predict_images(net, a.images)
             for path, r in results.items():
                 print(f"{path}: {r['class']} (probability {r['probability']:.4f})")
+        elif net.task == "segmentation":
+            results = segment.predict_images(net, a.images, a.out)
+            print(json.dumps(results))
         else:
             results = keypoints.predict_images(net, a.images, a.out)
             print(json.dumps(results))

@@ -2,7 +2,9 @@
 
 The exported graph takes float images in [0, 1], (batch, C, S, S), and returns what
 ``net.predict(x, flip=False)`` returns: for keypoint nets the points in crop pixels
-(batch, K, 2), for classifiers the class probabilities.
+(batch, K, 2), for classifiers the class probabilities, for segmenters the per-pixel class
+probabilities (batch, classes, H, W), whose fully convolutional graph also takes any height and
+width that are multiples of 8.
 """
 import warnings
 from pathlib import Path
@@ -29,11 +31,14 @@ def export_onnx(net, path: str | Path, opset: int = 18) -> Path:
     cfg = net.cfg
     example = torch.rand(2, cfg.in_channels, cfg.image_size, cfg.image_size)
     module = Inference(net).eval()  # the exporter restores this mode on every submodule afterwards
+    axes = {"images": {0: "batch"}, "output": {0: "batch"}}
+    if net.task == "segmentation":
+        axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}}
     tmp = path.with_name(f".{path.name}.tmp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (example,), str(tmp), input_names=["images"], output_names=["output"],
-                          dynamic_axes={"images": {0: "batch"}, "output": {0: "batch"}}, opset_version=opset,
+                          dynamic_axes=axes, opset_version=opset,
                           dynamo=False)
     tmp.replace(path)
     return path

@@ -62,15 +62,18 @@ def sampling_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def warp(images: torch.Tensor, points: torch.Tensor | None, A: torch.Tensor, t: torch.Tensor,
-         mirror: torch.Tensor, flip_perm: list[int] | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Apply out = A @ p + t to float images (B, C, H, W) and pixel points (B, K, 2)."""
+         mirror: torch.Tensor, flip_perm: list[int] | None,
+         mode: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Apply out = A @ p + t to float images (B, C, H, W) and pixel points (B, K, 2).
+
+    ``mode="nearest"`` resamples without blending, for maps of class indices."""
     B, C, H, W = images.shape
     if H != W:
         raise ValueError("augmentation expects square images")
     Ainv = torch.linalg.inv(A)
     theta = torch.cat([Ainv, -(Ainv @ t[:, :, None])], 2)  # (B, 2, 3): output grid -> input grid
     grid = sampling_grid(theta, H, W)
-    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    images = F.grid_sample(images, grid, mode=mode, padding_mode="border", align_corners=False)
     if points is not None:
         unit = pixels_to_unit(points, H)                            # (B, K, 2)
         unit = unit @ A.transpose(1, 2) + t[:, None, :]

@@ -18,6 +18,9 @@ def build_net(task: str, config: dict):
     elif task == "classification":
         from cnnvision.nets.classify import ClassifierNet, ClassifierConfig
         return ClassifierNet(_config(ClassifierConfig, config))
+    elif task == "segmentation":
+        from cnnvision.nets.segment import SegmenterConfig, SegmenterNet
+        return SegmenterNet(_config(SegmenterConfig, config))
     elif task == "detection":
         from cnnvision.nets.detect import DetectorConfig, DetectorNet
         return DetectorNet(_config(DetectorConfig, config))

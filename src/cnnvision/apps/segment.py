@@ -1,0 +1,137 @@
+"""Face-part segmentation: train, evaluate and predict, composing the same Dataset, Net and Solver
+as the keypoint and digit apps.
+
+The labels are drawn from the 68-point files (data/parts.py), so any 68-point CSV and its image
+folder is segmentation data; training holds out people, as the keypoint app does.
+"""
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cnnvision import checkpoint, distributed
+from cnnvision import images as imgs
+from cnnvision.apps.keypoints import solver_config, unique_name
+from cnnvision.data import split_by_identity
+from cnnvision.data.augment import AugmentConfig
+from cnnvision.data.parts import CLASSES, SegmentationDataset, load_parts
+from cnnvision.errors import InputError
+from cnnvision.nets.segment import SegmenterConfig, SegmenterNet, overlay
+from cnnvision.solver import Solver, evaluate, predict
+
+NO_DATA = ("segmentation needs --data: a 68-point CSV (file name, then x0,y0..x67,y67) and --images, "
+           "its image folder; the part masks are drawn from the points")
+
+
+def train(data: str | None, images: str | None = None, net: str = "segnet", out: str | Path = "runs/segnet",
+          resume: bool = False, val_fraction: float = 0.15, image_size: int = 96, channels: int = 1,
+          width: int = 16, use_cache: bool = True, augment: bool = True, class_weights: tuple[float, ...] = (),
+          **solver) -> dict:
+    """Train a segmenter on a 68-point file's faces, evaluate its best checkpoint on the held-out
+    people, and draw them. ``solver`` holds SolverConfig fields. Returns the final metrics."""
+    out = Path(out)
+    if resume:
+        stored = checkpoint.load(out / "last.pt")["config"]
+        epochs = solver.get("epochs")
+        data, images, net = stored["data"], stored["images"], stored["net"]["arch"]
+        val_fraction, image_size, channels = stored["val_fraction"], stored["image_size"], stored["channels"]
+        width, class_weights = stored["net"]["width"], stored["net"]["class_weights"]
+        augment = stored["augment"] is not None
+        solver = {**stored["solver"], **({"epochs": epochs} if epochs else {})}
+    elif (out / "last.pt").exists():
+        raise InputError(f"{out}: already holds a run (last.pt); use --resume to continue it or another --out")
+    if data is None:
+        raise InputError(NO_DATA)
+    if image_size % 8:
+        raise InputError(f"--image-size {image_size}: the segmenter needs a multiple of 8")
+    if class_weights and len(class_weights) != len(CLASSES):
+        raise InputError(f"--class-weights: {len(class_weights)} values for the {len(CLASSES)} classes")
+    dataset = load_parts(data, images, image_size, channels, use_cache)
+    train_idx, val_idx = split_by_identity(dataset.identities, len(dataset), val_fraction)
+    train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
+    if len(train_set) < 2 or len(val_set) < 1:
+        raise InputError(f"{data}: too few faces ({len(dataset)}) to hold out a validation set")
+    aug = AugmentConfig() if augment else None
+    train_set.augment = aug
+    net_cfg = SegmenterConfig(arch=net, in_channels=dataset.channels, image_size=dataset.size,
+                              num_classes=dataset.num_classes, width=width, class_weights=tuple(class_weights))
+    cfg = solver_config(solver)
+    torch.manual_seed(cfg.seed)
+    model = SegmenterNet(net_cfg)
+    run_config = {
+        "command": "train", "task": "segmentation", "data": str(data), "images": str(images) if images else None,
+        "val_fraction": val_fraction, "image_size": image_size, "channels": channels,
+        "net": asdict(net_cfg), "solver": asdict(cfg), "augment": asdict(aug) if aug else None,
+        "train_count": len(train_set), "val_count": len(val_set),
+        "val_people": len(set(val_set.identities)) if val_set.identities else None,
+    }
+    solver_obj = Solver(model, train_set, val_set, cfg, out, run_config)
+    if solver_obj.ctx.main:
+        print(f"data: {len(train_set)} training and {len(val_set)} validation faces"
+              + (f" ({run_config['val_people']} held-out people)" if run_config["val_people"] else "")
+              + f"; net {net}, {sum(p.numel() for p in model.parameters()):,} parameters; run folder {out}"
+              + (f"; {solver_obj.ctx.world} processes" if solver_obj.ctx.active else ""))
+    solver_obj.fit(resume=resume, run_dir=out)
+    distributed.shutdown()
+    if not solver_obj.ctx.main:
+        return {}
+    best = checkpoint.load_net(out / "best.pt")
+    metrics = evaluate(best, val_set, flip=cfg.eval_flip)
+    sample = val_set.subset(torch.arange(min(16, len(val_set))))
+    Image.fromarray(best.picture(sample, predict(best, sample, flip=cfg.eval_flip))).save(out / "predictions.png")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"best checkpoint {out / 'best.pt'}: " + json.dumps(metrics))
+    print(f"true (left) and predicted (right) parts of held-out faces: {out / 'predictions.png'}")
+    return metrics
+
+
+def evaluate_file(net, data: str, images: str | None = None, split: str = "all", val_fraction: float = 0.15) -> dict:
+    """miou, per-class iou and count of a segmenter on a 68-point file. ``split="val"`` keeps only
+    the people ``train`` holds out of the same file with the same ``val_fraction``."""
+    cfg = net.cfg
+    dataset = load_parts(data, images, cfg.image_size, cfg.in_channels)
+    if split != "all":
+        train_idx, val_idx = split_by_identity(dataset.identities, len(dataset), val_fraction)
+        dataset = dataset.subset(val_idx if split == "val" else train_idx)
+    return evaluate(net, dataset)
+
+
+def predict_images(net, paths: list[str], out_dir: str | Path | None = None, batch_size: int = 64) -> dict:
+    """Face parts of whole images (each taken as one face): per-class shares of the image's pixels,
+    and, with ``out_dir``, an overlay PNG and the class mask PNG (pixel value = class) of each."""
+    cfg = net.cfg
+    crops, opened = [], []
+    for path in paths:
+        im = imgs.open_image(path, cfg.in_channels)
+        crop = imgs.crop_square(im, imgs.square_box(0, 0, im.width, im.height), cfg.image_size)
+        crops.append(crop[None] if cfg.in_channels == 1 else crop.transpose(2, 0, 1))
+        opened.append(im)
+    images = torch.from_numpy(np.stack(crops))  # (N, C, S, S)
+    faces = SegmentationDataset(images, torch.zeros(len(crops), cfg.image_size, cfg.image_size, dtype=torch.uint8))
+    probs = predict(net, faces, batch_size)      # (N, classes, S, S)
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    results, used = {}, set()
+    for path, im, p in zip(paths, opened, probs):
+        mask = to_image(p, im.width, im.height)  # (H, W) classes in the image's own pixels
+        counts = np.bincount(mask.flatten(), minlength=cfg.num_classes) / mask.size
+        results[str(path)] = {"shares": {name: round(float(c), 4) for name, c in zip(CLASSES, counts)}}
+        if out_dir is not None:
+            name = unique_name(Path(path).stem + "_parts", used)
+            source = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)  # (3, H, W)
+            Image.fromarray(overlay(source, torch.from_numpy(mask)).numpy()).save(Path(out_dir) / f"{name}.png")
+            Image.fromarray(mask).save(Path(out_dir) / f"{name}_mask.png")
+            results[str(path)]["mask"] = str(Path(out_dir) / f"{name}_mask.png")
+    return results
+
+
+def to_image(probs: torch.Tensor, width: int, height: int) -> np.ndarray:
+    """(classes, S, S) probabilities of the square crop around a whole image -> (height, width)
+    uint8 classes of that image: the probabilities are resized bilinearly, then the argmax taken."""
+    side = max(width, height)
+    square = torch.nn.functional.interpolate(probs[None], size=(side, side), mode="bilinear", align_corners=False)[0]
+    x0, y0 = (side - width) // 2, (side - height) // 2  # square_box centres the image in the square
+    return square[:, y0:y0 + height, x0:x0 + width].argmax(0).to(torch.uint8).numpy()

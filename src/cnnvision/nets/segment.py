@@ -1,0 +1,152 @@
+"""Semantic segmentation: a fully convolutional encoder-decoder that labels every pixel, and
+the Net that gives it a cross-entropy loss and intersection-over-union metrics.
+
+The encoder halves the resolution three times (stride 8); the decoder doubles it back with
+transposed convolutions that start as bilinear upsampling (the FCN paper's initialisation), and
+joins each step with the encoder's features of the same resolution (U-Net's skips), so the class
+map comes out at the input's full resolution.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnvision.layers import conv_relu, deconv, pool
+
+# One colour per class for overlays: background (unused), skin, eyes, nose, mouth.
+PALETTE = torch.tensor([(0, 0, 0), (255, 190, 120), (40, 120, 255), (60, 220, 80), (240, 40, 60)], dtype=torch.uint8)
+
+
+class Up(nn.Module):
+    """Double the resolution and join the skip: 1x1 conv to the skip's width, a bilinear-initialised
+    deconvolution, then a 3x3 conv over both."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.reduce = conv_relu(cin, cout, 1, batch_norm=True)
+        self.up = deconv(cout, cout, 2, bilinear=True)
+        self.fuse = conv_relu(2 * cout, cout, 3, batch_norm=True)
+
+    def forward(self, x, skip):
+        x = self.up(self.reduce(x))                # (B, cout, 2h, 2w)
+        return self.fuse(torch.cat([x, skip], 1))  # (B, cout, 2h, 2w)
+
+
+class SegNet(nn.Module):
+    """Encoder stages of width w, 2w, 4w, 8w at strides 1, 2, 4, 8 (two 3x3 conv + batch norm +
+    ReLU each), three Up steps back to stride 1, and a 1x1 conv to the class logits.
+
+    Any input whose sides are multiples of 8 gives logits of the same size.
+    """
+
+    def __init__(self, in_channels: int, classes: int, width: int = 16):
+        super().__init__()
+        w = width
+
+        def stage(cin, cout):
+            return nn.Sequential(conv_relu(cin, cout, 3, batch_norm=True), conv_relu(cout, cout, 3, batch_norm=True))
+
+        self.enc1 = stage(in_channels, w)     # stride 1
+        self.enc2 = stage(w, 2 * w)           # stride 2
+        self.enc3 = stage(2 * w, 4 * w)       # stride 4
+        self.enc4 = stage(4 * w, 8 * w)       # stride 8
+        self.pool = pool(2)
+        self.up3, self.up2, self.up1 = Up(8 * w, 4 * w), Up(4 * w, 2 * w), Up(2 * w, w)
+        self.classify = nn.Conv2d(w, classes, 1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+
+    def forward(self, x):
+        s1 = self.enc1(x)                 # (B, w, S, S)
+        s2 = self.enc2(self.pool(s1))     # (B, 2w, S/2, S/2)
+        s4 = self.enc3(self.pool(s2))     # (B, 4w, S/4, S/4)
+        s8 = self.enc4(self.pool(s4))     # (B, 8w, S/8, S/8)
+        y = self.up1(self.up2(self.up3(s8, s4), s2), s1)  # (B, w, S, S)
+        return self.classify(y)           # (B, classes, S, S)
+
+
+@dataclass
+class SegmenterConfig:
+    arch: str = "segnet"            # segnet (the only one so far)
+    in_channels: int = 1            # 1 grey, 3 RGB
+    image_size: int = 96            # side of the square training crops (any multiple of 8 works at inference)
+    num_classes: int = 5            # background, skin, eyes, nose, mouth
+    width: int = 16                 # channels of the first encoder stage
+    class_weights: tuple[float, ...] = ()  # cross-entropy weight per class, () = unweighted
+
+    def __post_init__(self):
+        self.class_weights = tuple(self.class_weights)  # a list when read back from JSON
+
+
+class SegmenterNet(nn.Module):
+    """A segmenter with its loss (per-pixel cross-entropy) and metrics (IoU per class over the
+    whole dataset, their mean over the foreground classes, and the count of images)."""
+
+    task = "segmentation"
+    primary_metric = ("miou", "max")
+
+    def __init__(self, cfg: SegmenterConfig):
+        super().__init__()
+        self.cfg = cfg
+        if cfg.arch == "segnet":
+            self.model = SegNet(cfg.in_channels, cfg.num_classes, cfg.width)
+        else:
+            raise ValueError(f"unknown segmentation net {cfg.arch!r} (use segnet)")
+        if cfg.class_weights and len(cfg.class_weights) != cfg.num_classes:
+            raise ValueError(f"class_weights has {len(cfg.class_weights)} values for {cfg.num_classes} classes")
+
+    def forward(self, x):
+        return self.model(x)  # (B, classes, S, S) logits
+
+    def loss(self, out: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        weight = out.new_tensor(self.cfg.class_weights, dtype=torch.float32) if self.cfg.class_weights else None
+        return F.cross_entropy(out.float(), masks, weight=weight)
+
+    def predict(self, x: torch.Tensor, flip: bool = True) -> torch.Tensor:
+        """Per-pixel class probabilities (B, classes, S, S); with ``flip`` the mirrored image is
+        predicted too, mirrored back and averaged (no class swap: both eyes are one class)."""
+        probs = self(x).float().softmax(1)
+        if flip:
+            probs = (probs + self(x.flip(-1)).float().softmax(1).flip(-1)) / 2
+        return probs
+
+    def picture(self, data, probs: torch.Tensor) -> np.ndarray:
+        """Each face twice, tinted with its true parts (left) and the predicted ones (right), four
+        pairs a row: (H, W, 3) uint8."""
+        tiles = []
+        for image, mask, p in zip(data.images, data.masks, probs):
+            tiles.append(torch.cat([overlay(image, mask), overlay(image, p.argmax(0))], 1))  # (S, 2S, 3)
+        columns = 4
+        while len(tiles) % columns:
+            tiles.append(torch.zeros_like(tiles[0]))
+        rows = [torch.cat(tiles[r:r + columns], 1) for r in range(0, len(tiles), columns)]
+        return torch.cat(rows, 0).numpy()
+
+    def metrics(self, probs: torch.Tensor, data) -> dict:
+        """IoU of each class over all pixels of a SegmentationDataset, and ``miou``, their mean over
+        classes 1 and up (the background's IoU is high whatever the net does)."""
+        return iou_metrics(probs.argmax(1), data.masks.long(), self.cfg.num_classes)
+
+
+def iou_metrics(pred: torch.Tensor, true: torch.Tensor, classes: int) -> dict:
+    """pred and true (N, H, W) class indices -> {"miou", "iou" (per class), "count"}. A class absent
+    from both has IoU None and is left out of the mean."""
+    confusion = torch.bincount((true * classes + pred).flatten(), minlength=classes * classes).view(classes, classes)
+    inter = confusion.diag().double()
+    union = confusion.sum(0).double() + confusion.sum(1).double() - inter
+    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.tensor(float("nan"), dtype=torch.float64))
+    return {"miou": float(iou[1:].nanmean()), "iou": [None if math.isnan(v) else round(v, 4) for v in iou.tolist()],
+            "count": len(true)}
+
+
+def overlay(image: torch.Tensor, mask: torch.Tensor, alpha: float = 0.45) -> torch.Tensor:
+    """uint8 (C, H, W) image and (H, W) classes -> (H, W, 3) uint8, the parts tinted by PALETTE."""
+    rgb = image.expand(3, -1, -1) if image.shape[0] == 1 else image
+    rgb = rgb.permute(1, 2, 0).float()                      # (H, W, 3)
+    tint = PALETTE[mask.long()].float()                     # (H, W, 3)
+    part = (mask > 0)[..., None]
+    return torch.where(part, (1 - alpha) * rgb + alpha * tint, rgb).round().to(torch.uint8)
