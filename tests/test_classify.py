@@ -305,7 +305,7 @@ def test_predict_any_image(digits_run, tmp_path, capsys):
 @pytest.mark.parametrize("args,message", [
     (["train", "--task", "classification", "--out", "{tmp}/r"], "classification needs --data"),
     (["train", "--task", "classification", "--net", "kpnet", "--data", "{tmp}", "--out", "{tmp}/r"],
-     "--net kpnet is a keypoint net"),
+     "--net kpnet is not a classifier"),
     (["train", "--net", "lenet5", "--out", "{tmp}/r"], "--net lenet5 is a classifier: add --task classification"),
     (["train", "--task", "classification", "--data", "{tmp}/nowhere", "--out", "{tmp}/r"], "nowhere: no such folder"),
     (["train", "--task", "classification", "--data", "{tmp}", "--out", "{tmp}/r"],

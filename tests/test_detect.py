@@ -79,3 +79,31 @@ def test_frames_and_scenes_from_68_point_data(tmp_path):
     assert len(s) == 10 and s.identities is None
     assert sum(len(b) for b in s.boxes) > 0  # some faces were placed
     assert all((b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all() for b in s.boxes if len(b))
+
+
+def test_cli_train_evaluate_predict(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from cnnvision.cli import main
+    from test_data import write_faces68
+    csv_path, images = write_faces68(tmp_path, n=9)
+    out = tmp_path / "det"
+    assert main(["train", "--task", "detection", "--data", str(csv_path), "--images", str(images), "--scene-count", "16",
+                 "--image-size", "64", "--width", "4", "--epochs", "1", "--batch-size", "8", "--out", str(out),
+                 "--val-fraction", "0.34"]) == 0
+    report = tmp_path / "m.json"
+    assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--data", str(csv_path), "--images", str(images),
+                 "--split", "val", "--json", str(report)]) == 0
+    metrics = json.loads(report.read_text())
+    assert set(metrics) == {"ap50", "recall50", "count"} and 0 < metrics["count"] < 9
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (100, 70), (90, 120, 30)).save(photo)
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(out / "best.pt"), str(photo)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert list(result) == [str(photo)] and isinstance(result[str(photo)], list)
+    for face in result[str(photo)]:
+        assert set(face) == {"box", "score"} and len(face["box"]) == 4
+    assert main(["train", "--task", "detection", "--net", "lenet5", "--data", str(csv_path), "--out", str(out)]) == 2

@@ -47,20 +47,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a keypoint net (embedded synthetic faces without --data), "
                                      "a classifier or a segmenter")
-    p.add_argument("--task", choices=["keypoints", "classification", "segmentation"],
+    p.add_argument("--task", choices=["keypoints", "classification", "segmentation", "detection"],
                    help="default keypoints (a resumed run keeps its own)")
     p.add_argument("--data", help="Kaggle training.csv(.gz) or a 68-point CSV; default: synthetic faces; "
                                   "classification: the MNIST folder")
     p.add_argument("--images", metavar="DIR", help="image folder of a 68-point CSV")
-    p.add_argument("--net", choices=["basic_cnn", "kpnet", "kpheat", *CLASSIFIER_NETS, *SEGMENTATION_NETS],
-                   help="default kpheat; classification: lenet5 (or mlp, softmax); segmentation: segnet")
+    p.add_argument("--net", choices=["basic_cnn", "kpnet", "kpheat", *CLASSIFIER_NETS, *SEGMENTATION_NETS,
+                                     "fcn_detector"],
+                   help="default kpheat; classification: lenet5 (or mlp, softmax); segmentation: segnet; "
+                        "detection: fcn_detector")
     p.add_argument("--loss", choices=["mse", "l1", "smooth_l1"], default="l1",
                    help="keypoint loss on unit coordinates (default l1; mse is the tutorial's L2)")
     p.add_argument("--epochs", type=int, help="default 30 (8 on the synthetic faces)")
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<net>-<data>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--val-fraction", type=float, default=0.15, help="share held out, by person (default 0.15)")
-    p.add_argument("--image-size", type=int, default=96, help="crop side for 68-point data (default 96)")
+    p.add_argument("--image-size", type=int,
+                   help="crop side for 68-point data (default 96); detection: scene side (default 160)")
     p.add_argument("--channels", type=int, choices=[1, 3], default=1, help="1 grey or 3 colour (68-point data)")
     p.add_argument("--width", type=int, help="first-stage channels (default 24; segnet 16)")
     p.add_argument("--class-weights", metavar="W,W,...", help="segmentation: cross-entropy weight per class "
@@ -69,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed CSV rows instead of stopping")
     p.add_argument("--no-cache", action="store_true", help="parse the data again instead of using the cache")
     p.add_argument("--synthetic-count", type=int, default=2400, help="faces to draw when there is no --data")
+    p.add_argument("--scene-count", type=int, default=3000, help="detection: synthetic training scenes")
     add_solver_args(p)
 
     p = sub.add_parser("evaluate", help="metrics of a model on labelled data")
@@ -122,14 +126,20 @@ def train_task(a: argparse.Namespace) -> str:
 
 def run(a: argparse.Namespace) -> int:
     from cnnvision import checkpoint
-    from cnnvision.apps import classify, keypoints, segment
+    from cnnvision.apps import classify, detect, keypoints, segment
 
     if a.command == "train" and train_task(a) == "classification":
         net = a.net or "lenet5"
         if net not in CLASSIFIER_NETS:
-            raise InputError(f"--net {net} is a keypoint net; classification uses {', '.join(CLASSIFIER_NETS)}")
+            raise InputError(f"--net {net} is not a classifier; classification uses {', '.join(CLASSIFIER_NETS)}")
         out = a.out or f"runs/{net}-{Path(a.data).name if a.data else 'mnist'}"
         classify.train(a.data, net, out, a.resume, not a.no_augment, **solver_overrides(a))
+    elif a.command == "train" and train_task(a) == "detection":
+        if a.net not in (None, "fcn_detector"):
+            raise InputError(f"--net {a.net} is not a detector; detection uses fcn_detector")
+        detect.train(a.data, a.images, a.out or "runs/fcn_detector", a.resume, a.scene_count,
+                     a.image_size or 160, a.val_fraction, a.width or 16,
+                     **solver_overrides(a))
     elif a.command == "train" and train_task(a) == "segmentation":
         net = a.net or "segnet"
         if net not in SEGMENTATION_NETS:
@@ -141,7 +151,7 @@ def run(a: argparse.Namespace) -> int:
             raise InputError(f"--class-weights {a.class_weights}: expected numbers separated by commas") from None
         data_name = Path(a.data).name.split(".")[0] if a.data else "none"
         segment.train(a.data, a.images, net, a.out or f"runs/{net}-{data_name}", a.resume, a.val_fraction,
-                      a.image_size, a.channels, a.width or 16, not a.no_cache, not a.no_augment, weights,
+                      a.image_size or 96, a.channels, a.width or 16, not a.no_cache, not a.no_augment, weights,
                       **solver_overrides(a))
     elif a.command == "train":
         a.net = a.net or "kpheat"
@@ -149,9 +159,11 @@ def run(a: argparse.Namespace) -> int:
             raise InputError(f"--net {a.net} is a classifier: add --task classification")
         if a.net in SEGMENTATION_NETS:
             raise InputError(f"--net {a.net} is a segmentation net: add --task segmentation")
+        if a.net == "fcn_detector":
+            raise InputError(f"--net {a.net} is a detector: add --task detection")
         data_name = Path(a.data).name.split(".")[0] if a.data else "synthetic"
         out = a.out or f"runs/{a.net}-{data_name}"
-        keypoints.train(a.data, a.images, a.net, out, a.resume, a.val_fraction, a.image_size, a.channels,
+        keypoints.train(a.data, a.images, a.net, out, a.resume, a.val_fraction, a.image_size or 96, a.channels,
                         a.width or 24, a.skip_bad_rows, not a.no_cache, not a.no_augment, a.synthetic_count, a.loss,
                         **solver_overrides(a))
     elif a.command == "evaluate":
@@ -166,6 +178,8 @@ def run(a: argparse.Namespace) -> int:
                 classify.confusion_image(metrics["confusion"]).save(confusion)
         elif net.task == "segmentation":
             metrics = segment.evaluate_file(net, a.data, a.images, a.split, a.val_fraction)
+        elif net.task == "detection":
+            metrics = detect.evaluate_file(net, a.data, a.images, a.split, a.val_fraction)
         else:
             metrics = keypoints.evaluate_file(net, a.data, a.images, a.skip_bad_rows, a.split, a.val_fraction)
         print(json.dumps(metrics))
@@ -179,6 +193,9 @@ def run(a: argparse.Namespace) -> int:
                 print(f"{path}: {r['class']} (probability {r['probability']:.4f})")
         elif net.task == "segmentation":
             results = segment.predict_images(net, a.images, a.out)
+            print(json.dumps(results))
+        elif net.task == "detection":
+            results = detect.predict_images(net, a.images)
             print(json.dumps(results))
         else:
             results = keypoints.predict_images(net, a.images, a.out)
