@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,3 @@ def faces32():
 def faces96():
     from cnnvision.data.synthetic import synthetic_faces
     return synthetic_faces(40, size=96, people=10)
-
-
-def pytest_configure(config):
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
