@@ -107,3 +107,15 @@ def test_cli_train_evaluate_predict(tmp_path, capsys):
     for face in result[str(photo)]:
         assert set(face) == {"box", "score"} and len(face["box"]) == 4
     assert main(["train", "--task", "detection", "--net", "lenet5", "--data", str(csv_path), "--out", str(out)]) == 2
+
+
+def test_frame_crops_keep_the_whole_face(tmp_path):
+    from cnnvision.data.scenes import concat, frame_crops
+    from test_data import write_faces68
+    csv_path, images = write_faces68(tmp_path, n=6)
+    crops = frame_crops(csv_path, images, 12, size=48, seed=3)
+    assert crops.images.shape == (12, 3, 48, 48)
+    for b in crops.boxes:
+        assert b.shape == (1, 4) and (b >= 0).all() and (b <= 48).all() and (b[0, 2:] > b[0, :2] + 4).all()
+    both = concat([crops, crops.subset([0, 1])])
+    assert len(both) == 14 and len(both.boxes) == 14

@@ -1,5 +1,5 @@
-"""Face detection: train the one-stage FCN detector on synthetic scenes made from the 68-point
-frames, and measure AP and recall at IoU 0.5 on frames of people it never saw."""
+"""Face detection: train the one-stage FCN detector on synthetic scenes and real crops made from
+the 68-point frames, and measure AP and recall at IoU 0.5 on frames of people it never saw."""
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -13,7 +13,7 @@ from cnnvision.apps.keypoints import solver_config
 from cnnvision.data.augment import AugmentConfig
 from cnnvision.data.dataset import identity_from_name, split_by_identity
 from cnnvision.data.faces68 import parse_points_csv
-from cnnvision.data.scenes import frames, scenes
+from cnnvision.data.scenes import concat, frame_crops, frames, scenes
 from cnnvision.errors import InputError
 from cnnvision.nets.detect import DetectorConfig, DetectorNet
 from cnnvision.solver import Solver, evaluate
@@ -38,7 +38,9 @@ def train(data: str, images: str, out: str | Path, resume: bool = False, scene_c
     train_idx, val_idx = split_by_identity(people, len(people), val_fraction)
     train_people = {people[i] for i in train_idx.tolist()}
     net_cfg = DetectorConfig(image_size=image_size, width=width)
-    train_set = scenes(data, images, scene_count, image_size, net_cfg.in_channels, train_people)
+    # half synthetic scenes (many faces, small faces, no faces), half real frames cropped around their face
+    train_set = concat([scenes(data, images, scene_count - scene_count // 2, image_size, net_cfg.in_channels, train_people),
+                        frame_crops(data, images, scene_count // 2, image_size, net_cfg.in_channels, train_people)])
     train_set.augment = AugmentConfig()
     val_set = frames(data, images, image_size, net_cfg.in_channels).subset(val_idx)
     cfg = solver_config(solver)

@@ -144,3 +144,40 @@ def scenes(csv_path: str | Path, images_dir: str | Path, count: int, size: int =
         pictures.append(_chw(np.asarray(canvas.convert("L" if channels == 1 else "RGB"))))
         boxes.append(torch.tensor(placed, dtype=torch.float32).reshape(-1, 4))
     return DetectionDataset(torch.from_numpy(np.stack(pictures)), boxes)
+
+
+def frame_crops(csv_path: str | Path, images_dir: str | Path, count: int, size: int = 160, channels: int = 3,
+                people: set[str] | None = None, seed: int = 0) -> DetectionDataset:
+    """``count`` real pictures: random square crops of the frames (of ``people``) that hold the
+    whole face, from just around it to the largest square the frame allows."""
+    names, points = _read(Path(csv_path), Path(images_dir))
+    pool = [i for i, n in enumerate(names) if people is None or identity_from_name(n) in people]
+    if not pool:
+        raise InputError(f"{csv_path}: no frames of the people asked for")
+    rng = np.random.default_rng(seed)
+    pictures, boxes = [], []
+    for _ in range(count):
+        i = pool[rng.integers(len(pool))]
+        im = imgs.open_image(Path(images_dir) / names[i], channels)
+        (x0, y0), (x1, y1) = points[i].min(0), points[i].max(0)
+        face = max(x1 - x0, y1 - y0)
+        largest = max(min(im.size), face * 1.05)
+        side = rng.uniform(min(face * 1.1, largest), largest)
+        # the crop's corner, anywhere that keeps the face inside it (and the crop in the frame if it fits)
+        lo_x, hi_x = x1 - side, x0
+        lo_y, hi_y = y1 - side, y0
+        if side <= min(im.size):
+            lo_x, hi_x = max(lo_x, 0), min(hi_x, im.size[0] - side)
+            lo_y, hi_y = max(lo_y, 0), min(hi_y, im.size[1] - side)
+        cx = rng.uniform(min(lo_x, hi_x), max(lo_x, hi_x))
+        cy = rng.uniform(min(lo_y, hi_y), max(lo_y, hi_y))
+        box = (cx, cy, cx + side, cy + side)
+        pictures.append(_chw(imgs.crop_square(im, box, size)))
+        tight = imgs.to_crop(np.array([[x0, y0], [x1, y1]], dtype=np.float32), box, size)
+        boxes.append(torch.tensor(tight.reshape(1, 4), dtype=torch.float32).clamp(0, size))
+    return DetectionDataset(torch.from_numpy(np.stack(pictures)), boxes)
+
+
+def concat(parts: list[DetectionDataset]) -> DetectionDataset:
+    return DetectionDataset(torch.cat([p.images for p in parts]), [b for p in parts for b in p.boxes],
+                            stride=parts[0].stride, scale=parts[0].scale, augment=parts[0].augment)
