@@ -311,6 +311,20 @@ class Solver:
                                                 channels_last=self.cfg.channels_last))
 
 
+def train_in_folder(net, train_set, val_set, cfg: SolverConfig, out: Path, run_config: dict, resume: bool,
+                    summary: str) -> bool:
+    """Train ``net`` with its run folder at ``out`` (resuming if asked), after printing
+    ``summary`` and the parameter count. True in the process that should report the results (the
+    only one, or rank 0 under torchrun); the others have left the process group."""
+    solver = Solver(net, train_set, val_set, cfg, out, run_config)
+    if solver.ctx.main:
+        print(f"data: {summary}; net {net.cfg.arch}, {sum(p.numel() for p in net.parameters()):,} parameters; "
+              f"run folder {out}" + (f"; {solver.ctx.world} processes" if solver.ctx.active else ""))
+    solver.fit(resume=resume, run_dir=out)
+    distributed.shutdown()
+    return solver.ctx.main
+
+
 def tensorboard_writer(out: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter

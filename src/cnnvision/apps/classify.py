@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from cnnvision import checkpoint, distributed
+from cnnvision import checkpoint
 from cnnvision import images as imgs
 from cnnvision.apps.keypoints import solver_config
 from cnnvision.data.mnist import ClassificationDataset, digit_augment, load_mnist
 from cnnvision.errors import InputError
 from cnnvision.nets.classify import ClassifierConfig, ClassifierNet
-from cnnvision.solver import Solver, evaluate, predict
+from cnnvision.solver import evaluate, predict, train_in_folder
 
 NO_DATA = ("classification needs --data: a folder with the MNIST idx files (train-images-idx3-ubyte, "
            "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each optionally .gz)")
@@ -56,14 +56,9 @@ def train(data: str | None, net: str = "lenet5", out: str | Path = "runs/lenet5-
         "solver": asdict(cfg), "augment": asdict(aug) if aug else None,
         "train_count": len(train_set), "val_count": len(val_set), "val": f"the last {held_out} training digits",
     }
-    solver_obj = Solver(model, train_set, val_set, cfg, out, run_config)
-    if solver_obj.ctx.main:
-        print(f"data: {len(train_set)} training and {len(val_set)} validation digits (the last {held_out} of the "
-              f"training files); net {net}, {sum(p.numel() for p in model.parameters()):,} parameters; "
-              f"run folder {out}" + (f"; {solver_obj.ctx.world} processes" if solver_obj.ctx.active else ""))
-    solver_obj.fit(resume=resume, run_dir=out)
-    distributed.shutdown()
-    if not solver_obj.ctx.main:
+    summary = (f"{len(train_set)} training and {len(val_set)} validation digits "
+               f"(the last {held_out} of the training files)")
+    if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume, summary):
         return {}
     best = checkpoint.load_net(out / "best.pt")
     probs = predict(best, val_set)

@@ -7,16 +7,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnvision import checkpoint, distributed
+from cnnvision import checkpoint
 from cnnvision import images as imgs
 from cnnvision.apps.keypoints import solver_config
 from cnnvision.data.augment import AugmentConfig
-from cnnvision.data.dataset import identity_from_name, split_by_identity
+from cnnvision.data.dataset import hold_out_people, identity_from_name, split_by_identity
 from cnnvision.data.faces68 import parse_points_csv
 from cnnvision.data.scenes import concat, frame_crops, frames, scenes
 from cnnvision.errors import InputError
 from cnnvision.nets.detect import DetectorConfig, DetectorNet
-from cnnvision.solver import Solver, evaluate
+from cnnvision.solver import evaluate, train_in_folder
 
 
 def train(data: str, images: str, out: str | Path, resume: bool = False, scene_count: int = 3000,
@@ -50,13 +50,9 @@ def train(data: str, images: str, out: str | Path, resume: bool = False, scene_c
                   "scene_count": scene_count, "image_size": image_size, "val_fraction": val_fraction,
                   "net": asdict(net_cfg), "solver": asdict(cfg), "train_count": len(train_set),
                   "val_count": len(val_set), "val_people": len({people[i] for i in val_idx.tolist()})}
-    solver_obj = Solver(model, train_set, val_set, cfg, out, run_config)
-    if solver_obj.ctx.main:
-        print(f"data: {len(train_set)} training scenes of {len(train_people)} people; {len(val_set)} validation "
-              f"frames of {run_config['val_people']} held-out people; run folder {out}")
-    solver_obj.fit(resume=resume, run_dir=out)
-    distributed.shutdown()
-    if not solver_obj.ctx.main:
+    summary = (f"{len(train_set)} training pictures of {len(train_people)} people; {len(val_set)} validation "
+               f"frames of {run_config['val_people']} held-out people")
+    if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume, summary):
         return {}
     metrics = evaluate(checkpoint.load_net(out / "best.pt"), val_set, flip=False)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -71,8 +67,8 @@ def evaluate_file(net, data: str, images: str | None, split: str = "all", val_fr
         raise InputError("detection evaluation needs --images, the folder of the frames")
     found = frames(data, images, net.cfg.image_size, net.cfg.in_channels)
     if split != "all":
-        train_idx, val_idx = split_by_identity(found.identities, len(found), val_fraction)
-        found = found.subset(val_idx if split == "val" else train_idx)
+        train_set, val_set = hold_out_people(found, val_fraction, data)
+        found = val_set if split == "val" else train_set
     return evaluate(net, found, flip=False)
 
 

@@ -11,16 +11,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cnnvision import checkpoint, distributed
+from cnnvision import checkpoint
 from cnnvision import images as imgs
-from cnnvision.data import load_keypoints, split_by_identity
+from cnnvision.data import load_keypoints
 from cnnvision.data.augment import AugmentConfig
-from cnnvision.data.dataset import KeypointDataset
+from cnnvision.data.dataset import KeypointDataset, hold_out_people
 from cnnvision.data.kaggle import KEYPOINT_COLUMNS, load_arrays, read_rows
 from cnnvision.errors import InputError
 from cnnvision.files import atomic_open
 from cnnvision.nets import KeypointNet, KeypointNetConfig
-from cnnvision.solver import Solver, SolverConfig, evaluate, predict
+from cnnvision.solver import SolverConfig, evaluate, predict, train_in_folder
 from cnnvision.viz import draw_box, draw_points, face_grid
 
 
@@ -51,10 +51,7 @@ def train(data: str | None = None, images: str | None = None, net: str = "kpheat
     elif data is None and "epochs" not in solver:
         solver["epochs"] = 8  # the synthetic faces are easy: the demo stays a few minutes long
     dataset = load_keypoints(data, images, image_size, channels, skip_bad_rows, use_cache, synthetic_count)
-    train_idx, val_idx = split_by_identity(dataset.identities, len(dataset), val_fraction)
-    train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
-    if len(train_set) < 2 or len(val_set) < 1:
-        raise InputError(f"{data}: too few faces ({len(dataset)}) to hold out a validation set")
+    train_set, val_set = hold_out_people(dataset, val_fraction, data)
     aug = AugmentConfig() if augment else None
     train_set.augment = aug
     net_cfg = KeypointNetConfig(arch=net, layout=dataset.layout.name, in_channels=dataset.channels,
@@ -70,15 +67,9 @@ def train(data: str | None = None, images: str | None = None, net: str = "kpheat
         "train_count": len(train_set), "val_count": len(val_set),
         "val_people": len(set(val_set.identities)) if val_set.identities else None,
     }
-    solver_obj = Solver(model, train_set, val_set, cfg, out, run_config)
-    if solver_obj.ctx.main:
-        print(f"data: {len(train_set)} training and {len(val_set)} validation faces"
-              + (f" ({run_config['val_people']} held-out people)" if run_config["val_people"] else "")
-              + f"; net {net}, {sum(p.numel() for p in model.parameters()):,} parameters; run folder {out}"
-              + (f"; {solver_obj.ctx.world} processes" if solver_obj.ctx.active else ""))
-    solver_obj.fit(resume=resume, run_dir=out)
-    distributed.shutdown()
-    if not solver_obj.ctx.main:
+    summary = f"{len(train_set)} training and {len(val_set)} validation faces" + (
+        f" ({run_config['val_people']} held-out people)" if run_config["val_people"] else "")
+    if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume, summary):
         return {}
     best = checkpoint.load_net(out / "best.pt")
     metrics = evaluate(best, val_set, flip=cfg.eval_flip)
@@ -110,8 +101,8 @@ def evaluate_file(net, data: str, images: str | None = None, skip_bad_rows: bool
     if dataset.layout.name != cfg.layout:
         raise InputError(f"{data}: has {dataset.layout.name} points, but the model predicts {cfg.layout}")
     if split != "all":
-        train_idx, val_idx = split_by_identity(dataset.identities, len(dataset), val_fraction)
-        dataset = dataset.subset(val_idx if split == "val" else train_idx)
+        train_set, val_set = hold_out_people(dataset, val_fraction, data)
+        dataset = val_set if split == "val" else train_set
     return evaluate(net, dataset)
 
 

@@ -12,15 +12,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cnnvision import checkpoint, distributed
+from cnnvision import checkpoint
 from cnnvision import images as imgs
 from cnnvision.apps.keypoints import solver_config, unique_name
-from cnnvision.data import split_by_identity
 from cnnvision.data.augment import AugmentConfig
+from cnnvision.data.dataset import hold_out_people
 from cnnvision.data.parts import CLASSES, SegmentationDataset, load_parts
 from cnnvision.errors import InputError
 from cnnvision.nets.segment import SegmenterConfig, SegmenterNet, overlay
-from cnnvision.solver import Solver, evaluate, predict
+from cnnvision.solver import evaluate, predict, train_in_folder
 
 NO_DATA = ("segmentation needs --data: a 68-point CSV (file name, then x0,y0..x67,y67) and --images, "
            "its image folder; the part masks are drawn from the points")
@@ -50,10 +50,7 @@ def train(data: str | None, images: str | None = None, net: str = "segnet", out:
     if class_weights and len(class_weights) != len(CLASSES):
         raise InputError(f"--class-weights: {len(class_weights)} values for the {len(CLASSES)} classes")
     dataset = load_parts(data, images, image_size, channels, use_cache)
-    train_idx, val_idx = split_by_identity(dataset.identities, len(dataset), val_fraction)
-    train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
-    if len(train_set) < 2 or len(val_set) < 1:
-        raise InputError(f"{data}: too few faces ({len(dataset)}) to hold out a validation set")
+    train_set, val_set = hold_out_people(dataset, val_fraction, data)
     aug = AugmentConfig() if augment else None
     train_set.augment = aug
     net_cfg = SegmenterConfig(arch=net, in_channels=dataset.channels, image_size=dataset.size,
@@ -68,15 +65,9 @@ def train(data: str | None, images: str | None = None, net: str = "segnet", out:
         "train_count": len(train_set), "val_count": len(val_set),
         "val_people": len(set(val_set.identities)) if val_set.identities else None,
     }
-    solver_obj = Solver(model, train_set, val_set, cfg, out, run_config)
-    if solver_obj.ctx.main:
-        print(f"data: {len(train_set)} training and {len(val_set)} validation faces"
-              + (f" ({run_config['val_people']} held-out people)" if run_config["val_people"] else "")
-              + f"; net {net}, {sum(p.numel() for p in model.parameters()):,} parameters; run folder {out}"
-              + (f"; {solver_obj.ctx.world} processes" if solver_obj.ctx.active else ""))
-    solver_obj.fit(resume=resume, run_dir=out)
-    distributed.shutdown()
-    if not solver_obj.ctx.main:
+    summary = f"{len(train_set)} training and {len(val_set)} validation faces" + (
+        f" ({run_config['val_people']} held-out people)" if run_config["val_people"] else "")
+    if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume, summary):
         return {}
     best = checkpoint.load_net(out / "best.pt")
     metrics = evaluate(best, val_set, flip=cfg.eval_flip)
@@ -94,8 +85,8 @@ def evaluate_file(net, data: str, images: str | None = None, split: str = "all",
     cfg = net.cfg
     dataset = load_parts(data, images, cfg.image_size, cfg.in_channels)
     if split != "all":
-        train_idx, val_idx = split_by_identity(dataset.identities, len(dataset), val_fraction)
-        dataset = dataset.subset(val_idx if split == "val" else train_idx)
+        train_set, val_set = hold_out_people(dataset, val_fraction, data)
+        dataset = val_set if split == "val" else train_set
     return evaluate(net, dataset)
 
 

@@ -10,6 +10,7 @@ import torch
 
 from cnnvision.data.augment import AugmentConfig, augment, to_float
 from cnnvision.data.layouts import Layout
+from cnnvision.errors import InputError
 
 
 class ImageSet:
@@ -99,3 +100,12 @@ def split_by_identity(identities: list[str] | None, n: int, val_fraction: float,
         taken += counts[people[i]]
     is_val = torch.tensor([p in val_people for p in identities])
     return torch.nonzero(~is_val).flatten(), torch.nonzero(is_val).flatten()
+
+
+def hold_out_people(dataset, val_fraction: float, source) -> tuple:
+    """(train, validation) subsets of a dataset with identities, no person on both sides, as
+    ``train`` makes them and ``evaluate --split`` remakes them."""
+    train_idx, val_idx = split_by_identity(dataset.identities, len(dataset), val_fraction)
+    if len(train_idx) < 2 or len(val_idx) < 1:
+        raise InputError(f"{source}: too few faces ({len(dataset)}) to hold out a validation set")
+    return dataset.subset(train_idx), dataset.subset(val_idx)
