@@ -119,3 +119,18 @@ def test_frame_crops_keep_the_whole_face(tmp_path):
         assert b.shape == (1, 4) and (b >= 0).all() and (b <= 48).all() and (b[0, 2:] > b[0, :2] + 4).all()
     both = concat([crops, crops.subset([0, 1])])
     assert len(both) == 14 and len(both.boxes) == 14
+
+
+def test_shipped_face_detector_on_people_it_never_saw(shared, tmp_path):
+    import json
+
+    from cnnvision import checkpoint
+    from cnnvision.cli import main
+    assert checkpoint.pretrained_path("face-detector").stat().st_size < 5 * 2**20
+    report = tmp_path / "m.json"
+    frames68 = shared / "youtube-faces-68"
+    assert main(["evaluate", "--pretrained", "face-detector", "--data", str(frames68 / "training_frames_keypoints.csv"),
+                 "--images", str(frames68 / "training"), "--split", "val", "--json", str(report)]) == 0
+    metrics = json.loads(report.read_text())
+    assert metrics["count"] == 438
+    assert metrics["ap50"] == pytest.approx(0.934, abs=0.01) and metrics["recall50"] == pytest.approx(0.938, abs=0.01)
