@@ -15,7 +15,7 @@ from cnnvision import checkpoint
 from cnnvision import images as imgs
 from cnnvision.data import load_keypoints
 from cnnvision.data.augment import AugmentConfig
-from cnnvision.data.dataset import KeypointDataset, hold_out_people
+from cnnvision.data.dataset import KeypointDataset, hold_out_people, split_summary
 from cnnvision.data.kaggle import KEYPOINT_COLUMNS, load_arrays, read_rows
 from cnnvision.errors import InputError
 from cnnvision.files import atomic_open
@@ -67,9 +67,8 @@ def train(data: str | None = None, images: str | None = None, net: str = "kpheat
         "train_count": len(train_set), "val_count": len(val_set),
         "val_people": len(set(val_set.identities)) if val_set.identities else None,
     }
-    summary = f"{len(train_set)} training and {len(val_set)} validation faces" + (
-        f" ({run_config['val_people']} held-out people)" if run_config["val_people"] else "")
-    if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume, summary):
+    if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume,
+                           split_summary(train_set, val_set)):
         return {}
     best = checkpoint.load_net(out / "best.pt")
     metrics = evaluate(best, val_set, flip=cfg.eval_flip)

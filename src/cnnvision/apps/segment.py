@@ -16,7 +16,7 @@ from cnnvision import checkpoint
 from cnnvision import images as imgs
 from cnnvision.apps.keypoints import solver_config, unique_name
 from cnnvision.data.augment import AugmentConfig
-from cnnvision.data.dataset import hold_out_people
+from cnnvision.data.dataset import hold_out_people, split_summary
 from cnnvision.data.parts import CLASSES, SegmentationDataset, load_parts
 from cnnvision.errors import InputError
 from cnnvision.nets.segment import SegmenterConfig, SegmenterNet, overlay
@@ -65,9 +65,8 @@ def train(data: str | None, images: str | None = None, net: str = "segnet", out:
         "train_count": len(train_set), "val_count": len(val_set),
         "val_people": len(set(val_set.identities)) if val_set.identities else None,
     }
-    summary = f"{len(train_set)} training and {len(val_set)} validation faces" + (
-        f" ({run_config['val_people']} held-out people)" if run_config["val_people"] else "")
-    if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume, summary):
+    if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume,
+                           split_summary(train_set, val_set)):
         return {}
     best = checkpoint.load_net(out / "best.pt")
     metrics = evaluate(best, val_set, flip=cfg.eval_flip)

@@ -109,3 +109,10 @@ def hold_out_people(dataset, val_fraction: float, source) -> tuple:
     if len(train_idx) < 2 or len(val_idx) < 1:
         raise InputError(f"{source}: too few faces ({len(dataset)}) to hold out a validation set")
     return dataset.subset(train_idx), dataset.subset(val_idx)
+
+
+def split_summary(train_set, val_set) -> str:
+    """'N training and M validation faces (P held-out people)', for the log."""
+    people = len(set(val_set.identities)) if val_set.identities else None
+    return f"{len(train_set)} training and {len(val_set)} validation faces" + (
+        f" ({people} held-out people)" if people else "")

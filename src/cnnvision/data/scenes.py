@@ -65,6 +65,15 @@ def _read(csv_path: Path, images_dir: Path):
     return names, points
 
 
+def _frames_of(csv_path: Path, images_dir: Path, people: set[str] | None):
+    """Names and points of a 68-point CSV, and the indices of the frames of ``people`` (all if None)."""
+    names, points = _read(csv_path, images_dir)
+    pool = [i for i, n in enumerate(names) if people is None or identity_from_name(n) in people]
+    if not pool:
+        raise InputError(f"{csv_path}: no frames of the people asked for")
+    return names, points, pool
+
+
 def frames(csv_path: str | Path, images_dir: str | Path, size: int = 160, channels: int = 3) -> DetectionDataset:
     """Each 68-point frame letterboxed (scaled to fit, padded) into size x size."""
     names, points = _read(Path(csv_path), Path(images_dir))
@@ -102,10 +111,7 @@ def clutter(rng: np.random.Generator, size: int) -> Image.Image:
 def scenes(csv_path: str | Path, images_dir: str | Path, count: int, size: int = 160, channels: int = 3,
            people: set[str] | None = None, seed: int = 0) -> DetectionDataset:
     """``count`` pictures of 0-3 faces (taken only from ``people`` when given) on clutter."""
-    names, points = _read(Path(csv_path), Path(images_dir))
-    pool = [i for i, n in enumerate(names) if people is None or identity_from_name(n) in people]
-    if not pool:
-        raise InputError(f"{csv_path}: no frames of the people asked for")
+    names, points, pool = _frames_of(Path(csv_path), Path(images_dir), people)
     rng = np.random.default_rng(seed)
     pictures, boxes = [], []
     for _ in range(count):
@@ -150,10 +156,7 @@ def frame_crops(csv_path: str | Path, images_dir: str | Path, count: int, size: 
                 people: set[str] | None = None, seed: int = 0) -> DetectionDataset:
     """``count`` real pictures: random square crops of the frames (of ``people``) that hold the
     whole face, from just around it to the largest square the frame allows."""
-    names, points = _read(Path(csv_path), Path(images_dir))
-    pool = [i for i, n in enumerate(names) if people is None or identity_from_name(n) in people]
-    if not pool:
-        raise InputError(f"{csv_path}: no frames of the people asked for")
+    names, points, pool = _frames_of(Path(csv_path), Path(images_dir), people)
     rng = np.random.default_rng(seed)
     pictures, boxes = [], []
     for _ in range(count):
