@@ -10,7 +10,7 @@ from cnnvision.nets import KeypointNet, KeypointNetConfig
 ort = pytest.importorskip("onnxruntime")
 
 
-@pytest.mark.parametrize("arch", ["basic_cnn", "kpnet", "kpheat"])
+@pytest.mark.parametrize("arch", ["basic_cnn", "kpnet", "kpheat", "hourglass"])
 def test_onnx_matches_torch(tmp_path, arch):
     net = KeypointNet(KeypointNetConfig(arch=arch, image_size=32, width=8)).eval()
     path = tmp_path / "net.pt"
@@ -34,12 +34,19 @@ def test_export_leaves_the_net_in_eval_mode(tmp_path):
     assert not any(m.training for m in net.modules())
 
 
-def test_export_shipped_model(tmp_path):
-    onnx_path = tmp_path / "kp15.onnx"
-    assert main(["export", "--pretrained", "keypoints15", "--onnx", str(onnx_path)]) == 0
+@pytest.mark.parametrize("name", checkpoint.PRETRAINED)
+def test_export_every_shipped_model(tmp_path, name):
+    """Dynamic batch for all; dynamic height and width too for the fully convolutional ones."""
+    onnx_path = tmp_path / f"{name}.onnx"
+    assert main(["export", "--pretrained", name, "--onnx", str(onnx_path)]) == 0
     session = ort.InferenceSession(str(onnx_path))
-    net = checkpoint.load_net(pretrained="keypoints15")
-    x = torch.rand(3, 1, 96, 96)
-    with torch.inference_mode():
-        want = net.predict(x, flip=False).numpy()
-    np.testing.assert_allclose(session.run(None, {"images": x.numpy()})[0], want, atol=1e-3)
+    net = checkpoint.load_net(pretrained=name)
+    c, s = net.cfg.in_channels, net.cfg.image_size
+    sizes = [(s, s), (96, 160)] if net.task in ("segmentation", "detection") else [(s, s)]
+    for batch, (h, w) in zip((3, 1), sizes * 2):
+        x = torch.rand(batch, c, h, w)
+        with torch.inference_mode():
+            want = net.predict(x, flip=False).numpy()
+        got = session.run(None, {"images": x.numpy()})[0]
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=2e-3)

@@ -5,7 +5,7 @@ from helpers import overfit
 from cnnvision.nets import KeypointNet, KeypointNetConfig, build_net, net_spec
 
 
-@pytest.mark.parametrize("arch", ["basic_cnn", "kpnet", "kpheat"])
+@pytest.mark.parametrize("arch", ["basic_cnn", "kpnet", "kpheat", "hourglass"])
 @pytest.mark.parametrize("layout,channels", [("kaggle15", 1), ("ibug68", 3)])
 def test_shapes_finite_and_every_parameter_gets_a_gradient(arch, layout, channels):
     net = KeypointNet(KeypointNetConfig(arch=arch, layout=layout, in_channels=channels, image_size=32, width=8))
@@ -46,7 +46,7 @@ def test_masked_loss_ignores_missing_labels():
     assert loss.item() == 0.0 and torch.isfinite(loss)
 
 
-@pytest.mark.parametrize("arch,loss,factor", [("kpnet", "mse", 50), ("kpheat", "l1", 8), ("basic_cnn", "mse", 50)])
+@pytest.mark.parametrize("arch,loss,factor", [("kpnet", "mse", 50), ("kpheat", "l1", 8), ("hourglass", "l1", 8), ("basic_cnn", "mse", 50)])
 def test_overfits_a_tiny_batch(faces32, arch, loss, factor):
     torch.manual_seed(0)
     net = KeypointNet(KeypointNetConfig(arch=arch, image_size=32, width=8, dropout=0.0, loss=loss))
@@ -92,3 +92,13 @@ def test_nme_is_scale_free():
     true = torch.rand(5, 68, 2) * 50
     pred = true + 1.0
     assert nme(pred * 3, true * 3) == pytest.approx(nme(pred, true), rel=1e-5)
+
+
+def test_basic_cnn_inference_in_slices_gives_the_same_outputs():
+    net = KeypointNet(KeypointNetConfig(arch="basic_cnn", image_size=32)).eval()
+    x = torch.rand(23, 1, 32, 32)
+    with torch.no_grad():
+        sliced = net(x)  # 10 + 10 + 3 images through the conv stages
+        net.model.inference_slice = 100
+        whole = net(x)
+    torch.testing.assert_close(sliced, whole, rtol=1e-5, atol=1e-6)

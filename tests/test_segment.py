@@ -267,3 +267,27 @@ def test_face_parts_on_people_it_never_saw(shared, tmp_path):
     assert metrics["count"] == 639
     assert metrics["miou"] == pytest.approx(MIOU_TEST, abs=0.01)  # the figure measured when the model was shipped
     assert all(iou > 0.45 for iou in metrics["iou"])
+
+
+def test_soft_dice_loss_is_zero_when_right_and_weighs_small_parts_like_large_ones():
+    from cnnvision.nets.segment import soft_dice_loss
+    masks = torch.zeros(2, 16, 16, dtype=torch.long)
+    masks[:, 2:14, 2:14] = 1   # a large part
+    masks[:, 5:7, 5:7] = 2     # a small one
+    perfect = torch.nn.functional.one_hot(masks, 3).permute(0, 3, 1, 2).float()
+    assert soft_dice_loss(perfect, masks) < 1e-3
+    missed_small = perfect.clone()
+    missed_small[:, 2][masks == 2], missed_small[:, 1][masks == 2] = 0.0, 1.0  # the small part called large
+    # a few pixels wrong, yet half the classes' overlap is gone: the loss is near 1/2
+    assert 0.45 < soft_dice_loss(missed_small, masks) < 0.55
+
+
+def test_ce_dice_net_trains_and_is_stored(tmp_path):
+    from cnnvision.nets.segment import SegmenterConfig, SegmenterNet
+    net = SegmenterNet(SegmenterConfig(image_size=16, width=4, loss="ce_dice"))
+    x, masks = torch.rand(2, 1, 16, 16), torch.randint(0, 5, (2, 16, 16))
+    loss = net.loss(net(x), masks)
+    loss.backward()
+    assert loss > 0 and all(p.grad is not None for p in net.parameters())
+    with pytest.raises(ValueError, match="unknown segmentation loss"):
+        SegmenterNet(SegmenterConfig(loss="dice"))

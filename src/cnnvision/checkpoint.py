@@ -13,7 +13,7 @@ from cnnvision.files import atomic_open
 from cnnvision.nets import build_net
 
 FORMAT = "cnnvision-checkpoint"
-PRETRAINED = ("keypoints15", "lenet5-mnist", "face-parts", "face-detector")  # names of the models shipped in cnnvision/pretrained/
+PRETRAINED = ("keypoints15", "lenet5-mnist", "face-detector", "landmarks68", "face-parts")  # names of the models shipped in cnnvision/pretrained/
 
 
 def save(path: str | Path, state: dict) -> None:

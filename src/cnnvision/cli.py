@@ -14,11 +14,11 @@ CLASSIFIER_NETS = ("softmax", "mlp", "lenet5")
 SEGMENTATION_NETS = ("segnet",)
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_mutually_exclusive_group(required=True)
+def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    from cnnvision.checkpoint import PRETRAINED
+    g = p.add_mutually_exclusive_group(required=required)
     g.add_argument("--checkpoint", metavar="FILE", help="a checkpoint written by train (best.pt, last.pt)")
-    g.add_argument("--pretrained", metavar="NAME",
-                   help="a model shipped with cnnvision: keypoints15, lenet5-mnist, face-parts")
+    g.add_argument("--pretrained", metavar="NAME", help=f"a model shipped with cnnvision: {', '.join(PRETRAINED)}")
 
 
 def add_solver_args(p: argparse.ArgumentParser) -> None:
@@ -52,12 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="Kaggle training.csv(.gz) or a 68-point CSV; default: synthetic faces; "
                                   "classification: the MNIST folder")
     p.add_argument("--images", metavar="DIR", help="image folder of a 68-point CSV")
-    p.add_argument("--net", choices=["basic_cnn", "kpnet", "kpheat", *CLASSIFIER_NETS, *SEGMENTATION_NETS,
+    p.add_argument("--net", choices=["basic_cnn", "kpnet", "kpheat", "hourglass", *CLASSIFIER_NETS, *SEGMENTATION_NETS,
                                      "fcn_detector"],
                    help="default kpheat; classification: lenet5 (or mlp, softmax); segmentation: segnet; "
                         "detection: fcn_detector")
-    p.add_argument("--loss", choices=["mse", "l1", "smooth_l1"], default="l1",
-                   help="keypoint loss on unit coordinates (default l1; mse is the tutorial's L2)")
+    p.add_argument("--loss", choices=["mse", "l1", "smooth_l1", "ce", "ce_dice", "bce", "l2"],
+                   help="keypoints: loss on unit coordinates (default l1; mse is the tutorial's L2); "
+                        "segmentation: ce (default) or ce_dice; detection: objectness loss, bce (default) "
+                        "or the tutorial's l2")
     p.add_argument("--epochs", type=int, help="default 30 (8 on the synthetic faces)")
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<net>-<data>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
@@ -86,11 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="68-point data: only the people train holds out of this file (val), or the others")
     p.add_argument("--val-fraction", type=float, default=0.15, help="as given to train (default 0.15)")
 
-    p = sub.add_parser("predict", help="keypoints or parts of face images, or the class of digit images")
-    add_model_args(p)
+    p = sub.add_parser("predict", help="every face of each photo with its 68 landmarks; with a model flag, "
+                                       "that model alone (keypoints or parts of a face image, digits, boxes)")
+    add_model_args(p, required=False)
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--out", metavar="DIR", default="predictions", help="overlay PNGs go here (default predictions/)")
-    p.add_argument("--json", metavar="FILE", help="also write the keypoints (classes, part shares) here")
+    p.add_argument("--no-overlay", action="store_true", help="write no overlay PNGs")
+    p.add_argument("--json", metavar="FILE", help="also write the results here")
+    p.add_argument("--parts", action="store_true", help="photos: also paint each face's parts on the overlay")
+    p.add_argument("--threshold", type=float, help="photos: lowest detector score kept (default 0.9)")
 
     p = sub.add_parser("submit", help="a Kaggle submission file")
     add_model_args(p)
@@ -103,8 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     p.add_argument("--onnx", required=True, metavar="FILE")
 
-    p = sub.add_parser("benchmark", help="training and inference examples/sec on random data")
-    p.add_argument("--net", default="basic_cnn", choices=["basic_cnn", "kpnet", "kpheat"])
+    p = sub.add_parser("benchmark", help="training and inference examples/sec on random data, or "
+                                         "photos/sec through the face pipeline (--pipeline)")
+    p.add_argument("--pipeline", action="store_true",
+                   help="time predict's detector + 68 landmarks on 640x480 photos of one face")
+    p.add_argument("--images", nargs="+", metavar="IMAGE",
+                   help="--pipeline: photos to fit to 640x480 (default: drawn faces on clutter)")
+    p.add_argument("--count", type=int, default=32, help="--pipeline: drawn photos (default 32)")
+    p.add_argument("--net", default="basic_cnn", choices=["basic_cnn", "kpnet", "kpheat", "hourglass"])
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
@@ -137,8 +149,10 @@ def run(a: argparse.Namespace) -> int:
     elif a.command == "train" and train_task(a) == "detection":
         if a.net not in (None, "fcn_detector"):
             raise InputError(f"--net {a.net} is not a detector; detection uses fcn_detector")
+        if a.loss not in (None, "bce", "l2"):
+            raise InputError(f"--loss {a.loss} is not a detection loss; detection uses bce or l2")
         detect.train(a.data, a.images, a.out or "runs/fcn_detector", a.resume, a.scene_count,
-                     a.image_size or 160, a.val_fraction, a.width or 16,
+                     a.image_size or 160, a.val_fraction, a.width or 16, a.loss or "bce",
                      **solver_overrides(a))
     elif a.command == "train" and train_task(a) == "segmentation":
         net = a.net or "segnet"
@@ -150,9 +164,11 @@ def run(a: argparse.Namespace) -> int:
         except ValueError:
             raise InputError(f"--class-weights {a.class_weights}: expected numbers separated by commas") from None
         data_name = Path(a.data).name.split(".")[0] if a.data else "none"
+        if a.loss not in (None, "ce", "ce_dice"):
+            raise InputError(f"--loss {a.loss} is not a segmentation loss; segmentation uses ce or ce_dice")
         segment.train(a.data, a.images, net, a.out or f"runs/{net}-{data_name}", a.resume, a.val_fraction,
                       a.image_size or 96, a.channels, a.width or 16, not a.no_cache, not a.no_augment, weights,
-                      **solver_overrides(a))
+                      a.loss or "ce", **solver_overrides(a))
     elif a.command == "train":
         a.net = a.net or "kpheat"
         if a.net in CLASSIFIER_NETS:
@@ -163,8 +179,11 @@ def run(a: argparse.Namespace) -> int:
             raise InputError(f"--net {a.net} is a detector: add --task detection")
         data_name = Path(a.data).name.split(".")[0] if a.data else "synthetic"
         out = a.out or f"runs/{a.net}-{data_name}"
+        if a.loss not in (None, "l1", "mse", "smooth_l1"):
+            raise InputError(f"--loss {a.loss} is not a keypoint loss; keypoints use l1, mse or smooth_l1")
         keypoints.train(a.data, a.images, a.net, out, a.resume, a.val_fraction, a.image_size or 96, a.channels,
-                        a.width or 24, a.skip_bad_rows, not a.no_cache, not a.no_augment, a.synthetic_count, a.loss,
+                        a.width or 24, a.skip_bad_rows, not a.no_cache, not a.no_augment, a.synthetic_count,
+                        a.loss or "l1",
                         **solver_overrides(a))
     elif a.command == "evaluate":
         net = checkpoint.load_net(a.checkpoint, a.pretrained)
@@ -185,20 +204,27 @@ def run(a: argparse.Namespace) -> int:
         print(json.dumps(metrics))
         if a.json:
             keypoints.write_json(a.json, metrics)
+    elif a.command == "predict" and not (a.checkpoint or a.pretrained):
+        from cnnvision.apps import faces
+        results = faces.predict_photos(a.images, None if a.no_overlay else a.out, a.parts, a.threshold)
+        print(json.dumps(results))
+        if a.json:
+            keypoints.write_json(a.json, results)
     elif a.command == "predict":
         net = checkpoint.load_net(a.checkpoint, a.pretrained)
+        out = None if a.no_overlay else a.out
         if net.task == "classification":
             results = classify.predict_images(net, a.images)
             for path, r in results.items():
                 print(f"{path}: {r['class']} (probability {r['probability']:.4f})")
         elif net.task == "segmentation":
-            results = segment.predict_images(net, a.images, a.out)
+            results = segment.predict_images(net, a.images, out)
             print(json.dumps(results))
         elif net.task == "detection":
             results = detect.predict_images(net, a.images)
             print(json.dumps(results))
         else:
-            results = keypoints.predict_images(net, a.images, a.out)
+            results = keypoints.predict_images(net, a.images, out)
             print(json.dumps(results))
         if a.json:
             keypoints.write_json(a.json, results)
@@ -213,8 +239,11 @@ def run(a: argparse.Namespace) -> int:
         net = checkpoint.load_net(a.checkpoint, a.pretrained)
         print(f"wrote {export_onnx(net, a.onnx)}")
     elif a.command == "benchmark":
-        from cnnvision.benchmark import benchmark
-        result = benchmark(a.net, a.batch_size, a.steps, precision=a.precision, device=a.device)
+        from cnnvision.benchmark import benchmark, benchmark_pipeline
+        if a.pipeline:
+            result = benchmark_pipeline(a.images, a.count)
+        else:
+            result = benchmark(a.net, a.batch_size, a.steps, precision=a.precision, device=a.device)
         print(json.dumps(result))
         if a.json:
             keypoints.write_json(a.json, result)

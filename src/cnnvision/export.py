@@ -3,8 +3,10 @@
 The exported graph takes float images in [0, 1], (batch, C, S, S), and returns what
 ``net.predict(x, flip=False)`` returns: for keypoint nets the points in crop pixels
 (batch, K, 2), for classifiers the class probabilities, for segmenters the per-pixel class
-probabilities (batch, classes, H, W), whose fully convolutional graph also takes any height and
-width that are multiples of 8.
+probabilities (batch, classes, H, W), and for the detector its output grid (batch, 5, H/8, W/8):
+objectness probability and corner offsets, which ``boxes.decode`` turns into boxes. These two
+fully convolutional graphs take any height and width that are multiples of 8 (segmentation) or
+32 (detection).
 """
 import warnings
 from pathlib import Path
@@ -32,7 +34,7 @@ def export_onnx(net, path: str | Path, opset: int = 18) -> Path:
     example = torch.rand(2, cfg.in_channels, cfg.image_size, cfg.image_size)
     module = Inference(net).eval()  # the exporter restores this mode on every submodule afterwards
     axes = {"images": {0: "batch"}, "output": {0: "batch"}}
-    if net.task == "segmentation":
+    if net.task in ("segmentation", "detection"):
         axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}}
     tmp = path.with_name(f".{path.name}.tmp")
     with warnings.catch_warnings():

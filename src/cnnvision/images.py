@@ -21,6 +21,8 @@ def open_image(path: str | Path, channels: int = 3) -> Image.Image:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
             im.load()
+    except Image.DecompressionBombError:
+        raise InputError(f"{path}: image too large to decode safely (over {Image.MAX_IMAGE_PIXELS * 2:,} pixels)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise InputError(f"{path}: cannot decode image ({e.__class__.__name__})") from None
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):

@@ -20,7 +20,8 @@ from cnnvision.solver import evaluate, train_in_folder
 
 
 def train(data: str, images: str, out: str | Path, resume: bool = False, scene_count: int = 3000,
-          image_size: int = 160, val_fraction: float = 0.15, width: int = 16, **solver) -> dict:
+          image_size: int = 160, val_fraction: float = 0.15, width: int = 16, objectness_loss: str = "bce",
+          **solver) -> dict:
     """Train on scenes of the training people; validate on the held-out people's frames."""
     out = Path(out)
     if resume:
@@ -28,6 +29,7 @@ def train(data: str, images: str, out: str | Path, resume: bool = False, scene_c
         epochs = solver.get("epochs")
         data, images, scene_count = stored["data"], stored["images"], stored["scene_count"]
         image_size, val_fraction, width = stored["image_size"], stored["val_fraction"], stored["net"]["width"]
+        objectness_loss = stored["net"].get("objectness_loss", "bce")
         solver = {**stored["solver"], **({"epochs": epochs} if epochs else {})}
     elif (out / "last.pt").exists():
         raise InputError(f"{out}: already holds a run (last.pt); use --resume to continue it or another --out")
@@ -37,10 +39,13 @@ def train(data: str, images: str, out: str | Path, resume: bool = False, scene_c
     people = [identity_from_name(n) for n in names]
     train_idx, val_idx = split_by_identity(people, len(people), val_fraction)
     train_people = {people[i] for i in train_idx.tolist()}
-    net_cfg = DetectorConfig(image_size=image_size, width=width)
-    # half synthetic scenes (many faces, small faces, no faces), half real frames cropped around their face
-    train_set = concat([scenes(data, images, scene_count - scene_count // 2, image_size, net_cfg.in_channels, train_people),
-                        frame_crops(data, images, scene_count // 2, image_size, net_cfg.in_channels, train_people)])
+    net_cfg = DetectorConfig(image_size=image_size, width=width, objectness_loss=objectness_loss)
+    # a third synthetic scenes (many faces, small faces, no faces); two thirds real frames, cropped around
+    # their face, some as grids of 2x2 or 3x3 such crops, and some tiles close-ups inside a face (no face)
+    real = scene_count * 2 // 3
+    train_set = concat([scenes(data, images, scene_count - real, image_size, net_cfg.in_channels, train_people),
+                        frame_crops(data, images, real, image_size, net_cfg.in_channels, train_people,
+                                    inside=0.1, tiles=(1, 1, 2, 3))])
     train_set.augment = AugmentConfig()
     val_set = frames(data, images, image_size, net_cfg.in_channels).subset(val_idx)
     cfg = solver_config(solver)

@@ -29,7 +29,7 @@ NO_DATA = ("segmentation needs --data: a 68-point CSV (file name, then x0,y0..x6
 def train(data: str | None, images: str | None = None, net: str = "segnet", out: str | Path = "runs/segnet",
           resume: bool = False, val_fraction: float = 0.15, image_size: int = 96, channels: int = 1,
           width: int = 16, use_cache: bool = True, augment: bool = True, class_weights: tuple[float, ...] = (),
-          **solver) -> dict:
+          loss: str = "ce", **solver) -> dict:
     """Train a segmenter on a 68-point file's faces, evaluate its best checkpoint on the held-out
     people, and draw them. ``solver`` holds SolverConfig fields. Returns the final metrics."""
     out = Path(out)
@@ -39,6 +39,7 @@ def train(data: str | None, images: str | None = None, net: str = "segnet", out:
         data, images, net = stored["data"], stored["images"], stored["net"]["arch"]
         val_fraction, image_size, channels = stored["val_fraction"], stored["image_size"], stored["channels"]
         width, class_weights = stored["net"]["width"], stored["net"]["class_weights"]
+        loss = stored["net"].get("loss", "ce")
         augment = stored["augment"] is not None
         solver = {**stored["solver"], **({"epochs": epochs} if epochs else {})}
     elif (out / "last.pt").exists():
@@ -54,7 +55,8 @@ def train(data: str | None, images: str | None = None, net: str = "segnet", out:
     aug = AugmentConfig() if augment else None
     train_set.augment = aug
     net_cfg = SegmenterConfig(arch=net, in_channels=dataset.channels, image_size=dataset.size,
-                              num_classes=dataset.num_classes, width=width, class_weights=tuple(class_weights))
+                              num_classes=dataset.num_classes, width=width, class_weights=tuple(class_weights),
+                              loss=loss)
     cfg = solver_config(solver)
     torch.manual_seed(cfg.seed)
     model = SegmenterNet(net_cfg)

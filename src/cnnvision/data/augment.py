@@ -92,6 +92,19 @@ def jitter_intensity(images: torch.Tensor, cfg: AugmentConfig, generator: torch.
     return ((images - mean) * gain + mean + bias).clamp_(0, 1)
 
 
+def jitter_colour(images: torch.Tensor, generator: torch.Generator | None, gain: float = 0.1,
+                  grey: float = 0.15) -> torch.Tensor:
+    """Colour pictures (B, 3, H, W) in [0, 1]: each channel scaled by its own factor within
+    1 +- ``gain`` (white balance), and a share ``grey`` of the pictures turned grey (kept as
+    three equal channels), so a net trained on colour also sees black-and-white photos."""
+    B = images.shape[0]
+    gains = 1 + (torch.rand(B, 3, 1, 1, generator=generator) * 2 - 1) * gain
+    images = (images * gains).clamp_(0, 1)
+    to_grey = (torch.rand(B, generator=generator) < grey)[:, None, None, None]
+    luma = (images * images.new_tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True)
+    return torch.where(to_grey, luma.expand_as(images), images)
+
+
 def augment(images: torch.Tensor, points: torch.Tensor | None, cfg: AugmentConfig,
             flip_perm: list[int] | None, generator: torch.Generator | None = None):
     """uint8 (B, C, S, S) and pixel points (B, K, 2) -> augmented float images in [0, 1] and points.

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from cnnvision import images as imgs
 from cnnvision.boxes import box_iou, encode
-from cnnvision.data.augment import AugmentConfig, jitter_intensity, to_float
+from cnnvision.data.augment import AugmentConfig, jitter_colour, jitter_intensity, to_float
 from cnnvision.data.dataset import ImageSet, identity_from_name
 from cnnvision.data.faces68 import parse_points_csv
 from cnnvision.errors import InputError
@@ -43,7 +43,7 @@ class DetectionDataset(ImageSet):
 
     def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None):
         """float images (B, C, S, S) and targets (B, 5, S/stride, S/stride); training mirrors
-        half the pictures and jitters brightness and contrast."""
+        half the pictures, jitters brightness, contrast and colour, and turns some grey."""
         x = to_float(self.images[idx])
         boxes = [self.boxes[i].clone() for i in idx.tolist()]
         if generator is not None and self.augment is not None:
@@ -53,6 +53,8 @@ class DetectionDataset(ImageSet):
                 if m and len(b):
                     b[:, [0, 2]] = self.size - b[:, [2, 0]]
             x = jitter_intensity(x, self.augment, generator)
+            if x.shape[1] == 3:
+                x = jitter_colour(x, generator)
         cells = -(-self.size // self.stride)
         target = torch.stack([encode(b, cells, cells, self.stride, self.scale) for b in boxes])
         return x, target
@@ -152,32 +154,62 @@ def scenes(csv_path: str | Path, images_dir: str | Path, count: int, size: int =
     return DetectionDataset(torch.from_numpy(np.stack(pictures)), boxes)
 
 
+def _crop_around(rng: np.random.Generator, im: Image.Image, pts: np.ndarray, size: int):
+    """A random square crop of a frame that holds its whole face, from just around the face to the
+    largest square the frame allows, resampled to size x size: (picture, (1, 4) box)."""
+    (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
+    face = max(x1 - x0, y1 - y0)
+    largest = max(min(im.size), face * 1.05)
+    side = rng.uniform(min(face * 1.1, largest), largest)
+    # the crop's corner, anywhere that keeps the face inside it (and the crop in the frame if it fits)
+    lo_x, hi_x = x1 - side, x0
+    lo_y, hi_y = y1 - side, y0
+    if side <= min(im.size):
+        lo_x, hi_x = max(lo_x, 0), min(hi_x, im.size[0] - side)
+        lo_y, hi_y = max(lo_y, 0), min(hi_y, im.size[1] - side)
+    cx = rng.uniform(min(lo_x, hi_x), max(lo_x, hi_x))
+    cy = rng.uniform(min(lo_y, hi_y), max(lo_y, hi_y))
+    box = (cx, cy, cx + side, cy + side)
+    tight = imgs.to_crop(np.array([[x0, y0], [x1, y1]], dtype=np.float32), box, size)
+    return imgs.crop_square(im, box, size), tight.reshape(1, 4).clip(0, size)
+
+
+def _crop_inside(rng: np.random.Generator, im: Image.Image, pts: np.ndarray, size: int) -> np.ndarray:
+    """A square from inside a face (an eye, a cheek, the mouth, half the face): a picture with no
+    whole face in it, so the detector learns that a face's parts, seen close up, are not faces."""
+    (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
+    face = max(x1 - x0, y1 - y0)
+    side = face * rng.uniform(0.25, 0.7)
+    cx, cy = rng.uniform(x0, max(x0, x1 - side)), rng.uniform(y0, max(y0, y1 - side))
+    return imgs.crop_square(im, (cx, cy, cx + side, cy + side), size)
+
+
 def frame_crops(csv_path: str | Path, images_dir: str | Path, count: int, size: int = 160, channels: int = 3,
-                people: set[str] | None = None, seed: int = 0) -> DetectionDataset:
-    """``count`` real pictures: random square crops of the frames (of ``people``) that hold the
-    whole face, from just around it to the largest square the frame allows."""
+                people: set[str] | None = None, seed: int = 0, inside: float = 0.0,
+                tiles: tuple[int, ...] = (1,)) -> DetectionDataset:
+    """``count`` real pictures made from the frames (of ``people``). Each is a grid of k x k tiles,
+    k drawn from ``tiles``; a tile is a random square crop of a frame around its face or, with
+    probability ``inside``, a square from inside a face (which holds no face)."""
     names, points, pool = _frames_of(Path(csv_path), Path(images_dir), people)
     rng = np.random.default_rng(seed)
     pictures, boxes = [], []
     for _ in range(count):
-        i = pool[rng.integers(len(pool))]
-        im = imgs.open_image(Path(images_dir) / names[i], channels)
-        (x0, y0), (x1, y1) = points[i].min(0), points[i].max(0)
-        face = max(x1 - x0, y1 - y0)
-        largest = max(min(im.size), face * 1.05)
-        side = rng.uniform(min(face * 1.1, largest), largest)
-        # the crop's corner, anywhere that keeps the face inside it (and the crop in the frame if it fits)
-        lo_x, hi_x = x1 - side, x0
-        lo_y, hi_y = y1 - side, y0
-        if side <= min(im.size):
-            lo_x, hi_x = max(lo_x, 0), min(hi_x, im.size[0] - side)
-            lo_y, hi_y = max(lo_y, 0), min(hi_y, im.size[1] - side)
-        cx = rng.uniform(min(lo_x, hi_x), max(lo_x, hi_x))
-        cy = rng.uniform(min(lo_y, hi_y), max(lo_y, hi_y))
-        box = (cx, cy, cx + side, cy + side)
-        pictures.append(_chw(imgs.crop_square(im, box, size)))
-        tight = imgs.to_crop(np.array([[x0, y0], [x1, y1]], dtype=np.float32), box, size)
-        boxes.append(torch.tensor(tight.reshape(1, 4), dtype=torch.float32).clamp(0, size))
+        k = int(rng.choice(tiles))
+        tile = size // k
+        canvas = np.zeros((size, size) if channels == 1 else (size, size, 3), np.uint8)
+        found = []
+        for r in range(k):
+            for c in range(k):
+                i = pool[rng.integers(len(pool))]
+                im = imgs.open_image(Path(images_dir) / names[i], channels)
+                if rng.random() < inside:
+                    part, box = _crop_inside(rng, im, points[i], tile), np.zeros((0, 4), np.float32)
+                else:
+                    part, box = _crop_around(rng, im, points[i], tile)
+                canvas[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = part
+                found.append(box + np.array([c, r, c, r], np.float32) * tile)
+        pictures.append(_chw(canvas))
+        boxes.append(torch.tensor(np.concatenate(found), dtype=torch.float32).reshape(-1, 4))
     return DetectionDataset(torch.from_numpy(np.stack(pictures)), boxes)
 
 

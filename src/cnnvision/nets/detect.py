@@ -5,7 +5,7 @@ corners (d = 5).
 The backbone goes down to stride 32 for context (a face may be 10x a cell) and a bilinear
 deconvolution brings that back to stride 8, added to the stride-8 features. The loss is the
 tutorial's L2 on the corner offsets of the cells that hold a face, plus binary cross-entropy on
-objectness (an L2 there trains slowly when faces are a few cells of thousands).
+objectness; ``objectness_loss="l2"`` is the tutorial's L2 there too, kept for comparison.
 """
 from dataclasses import dataclass
 
@@ -27,6 +27,7 @@ class DetectorConfig:
     scale: float = 32.0         # corner offsets are predicted in units of this many pixels
     threshold: float = 0.5      # objectness to report a face
     nms_iou: float = 0.4        # overlap above which the weaker of two detections goes
+    objectness_loss: str = "bce"  # bce | l2 (the tutorial's: squared error of the objectness probability)
 
 
 class DetectorNet(nn.Module):
@@ -37,6 +38,8 @@ class DetectorNet(nn.Module):
         super().__init__()
         if cfg.arch != "fcn_detector" or cfg.stride != 8:
             raise ValueError(f"unknown detector {cfg.arch!r} with stride {cfg.stride} (use fcn_detector, 8)")
+        if cfg.objectness_loss not in ("bce", "l2"):
+            raise ValueError(f"unknown objectness loss {cfg.objectness_loss!r} (use bce or l2)")
         self.cfg = cfg
         w = cfg.width
         self.down8 = nn.Sequential(  # (B, C, H, W) -> (B, 4w, H/8, W/8)
@@ -56,15 +59,19 @@ class DetectorNet(nn.Module):
 
     def forward(self, x):
         H, W = x.shape[-2:]
-        if H % 32 or W % 32:  # pad to whole stride-32 cells; outputs past the image are ignored
+        ragged = H % 32 or W % 32
+        if ragged:  # pad to whole stride-32 cells; outputs past the image are dropped below
             x = F.pad(x, (0, -W % 32, 0, -H % 32))
         c8 = self.down8(x)                                   # (B, 4w, H/8, W/8)
         y = c8 + self.up(self.lateral(self.down32(c8)))
         out = self.head(y).float()                           # (B, 5, H/8, W/8)
-        return out[..., : -(-H // 8), : -(-W // 8)]
+        return out[..., : -(-H // 8), : -(-W // 8)] if ragged else out
 
     def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        objectness = F.binary_cross_entropy_with_logits(out[:, 0], target[:, 0])
+        if self.cfg.objectness_loss == "bce":
+            objectness = F.binary_cross_entropy_with_logits(out[:, 0], target[:, 0])
+        else:
+            objectness = ((out[:, 0].sigmoid() - target[:, 0]) ** 2).mean()
         face = target[:, :1]  # (B, 1, h, w)
         offsets = ((out[:, 1:] - target[:, 1:]) ** 2 * face).sum() / face.sum().clamp(min=1)
         return objectness + offsets

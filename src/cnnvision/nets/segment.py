@@ -77,6 +77,7 @@ class SegmenterConfig:
     num_classes: int = 5            # background, skin, eyes, nose, mouth
     width: int = 16                 # channels of the first encoder stage
     class_weights: tuple[float, ...] = ()  # cross-entropy weight per class, () = unweighted
+    loss: str = "ce"                # ce (cross-entropy) | ce_dice (plus a soft Dice loss on classes 1 and up)
 
     def __post_init__(self):
         self.class_weights = tuple(self.class_weights)  # a list when read back from JSON
@@ -96,6 +97,8 @@ class SegmenterNet(nn.Module):
             self.model = SegNet(cfg.in_channels, cfg.num_classes, cfg.width)
         else:
             raise ValueError(f"unknown segmentation net {cfg.arch!r} (use segnet)")
+        if cfg.loss not in ("ce", "ce_dice"):
+            raise ValueError(f"unknown segmentation loss {cfg.loss!r} (use ce or ce_dice)")
         if cfg.class_weights and len(cfg.class_weights) != cfg.num_classes:
             raise ValueError(f"class_weights has {len(cfg.class_weights)} values for {cfg.num_classes} classes")
 
@@ -104,7 +107,10 @@ class SegmenterNet(nn.Module):
 
     def loss(self, out: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         weight = out.new_tensor(self.cfg.class_weights, dtype=torch.float32) if self.cfg.class_weights else None
-        return F.cross_entropy(out.float(), masks, weight=weight)
+        ce = F.cross_entropy(out.float(), masks, weight=weight)
+        if self.cfg.loss == "ce":
+            return ce
+        return ce + soft_dice_loss(out.float().softmax(1), masks)
 
     def predict(self, x: torch.Tensor, flip: bool = True) -> torch.Tensor:
         """Per-pixel class probabilities (B, classes, S, S); with ``flip`` the mirrored image is
@@ -130,6 +136,15 @@ class SegmenterNet(nn.Module):
         """IoU of each class over all pixels of a SegmentationDataset, and ``miou``, their mean over
         classes 1 and up (the background's IoU is high whatever the net does)."""
         return iou_metrics(probs.argmax(1), data.masks.long(), self.cfg.num_classes)
+
+
+def soft_dice_loss(probs: torch.Tensor, masks: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - the soft Dice overlap of each foreground class over the batch, averaged over classes:
+    it weighs a small part (an eye) as much as a large one, as mean IoU does."""
+    onehot = F.one_hot(masks, probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)  # (B, classes, H, W)
+    inter = (probs * onehot).sum((0, 2, 3))[1:]
+    total = (probs + onehot).sum((0, 2, 3))[1:]
+    return 1 - ((2 * inter + eps) / (total + eps)).mean()
 
 
 def iou_metrics(pred: torch.Tensor, true: torch.Tensor, classes: int) -> dict:

@@ -1,0 +1,152 @@
+"""The photo pipeline: `cnnvision predict PHOTO...` with no model flags finds every face with the
+shipped detector and puts 68 landmarks on each."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnvision import checkpoint
+from cnnvision.apps.faces import FacePipeline, draw_faces, resize_to
+from cnnvision.cli import main
+from cnnvision.data.scenes import clutter
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return FacePipeline.pretrained(with_parts=True)
+
+
+def held_out_frames(shared, count):
+    """Frames, with their true points, of people the shipped models never saw in training."""
+    from cnnvision.data.dataset import identity_from_name, split_by_identity
+    from cnnvision.data.faces68 import parse_points_csv
+    frames = shared / "youtube-faces-68"
+    names, points = parse_points_csv(frames / "training_frames_keypoints.csv")
+    _, val = split_by_identity([identity_from_name(n) for n in names], len(names), 0.15)
+    picked = val[torch.linspace(0, len(val) - 1, count).long()].tolist()
+    return [(frames / "training" / names[i], points[i]) for i in picked]
+
+
+def test_search_levels_cover_every_face_size(pipeline):
+    assert pipeline.levels(640, 480) == [1.0, 0.5, 0.25]          # down to 160 x 120
+    big = pipeline.levels(4000, 3000)
+    assert big[0] == pytest.approx(1280 / 4000) and 3000 * big[-1] >= 96
+    assert pipeline.levels(100, 80) == [1.6]                       # a small photo is enlarged to 160
+
+
+def test_a_photo_without_people_gives_an_empty_list(pipeline, tmp_path, capsys):
+    empty = tmp_path / "wall.png"
+    clutter(np.random.default_rng(3), 640).crop((0, 0, 640, 480)).save(empty)
+    assert pipeline([Image.open(empty)]) == [[]]
+    assert main(["predict", str(empty), "--out", str(tmp_path / "ov")]) == 0
+    assert json.loads(capsys.readouterr().out) == {str(empty): []}
+    assert (tmp_path / "ov" / "wall_faces.png").exists()
+
+
+def test_every_face_of_a_group_photo(pipeline, shared):
+    """Three held-out people side by side in one photo: three faces, each box on its own face."""
+    frames = held_out_frames(shared, 3)
+    tiles = [Image.open(p).convert("RGB") for p, _ in frames]
+    side = 200
+    group = Image.new("RGB", (3 * side, side), (90, 90, 90))
+    truth = []
+    for k, (tile, (_, pts)) in enumerate(zip(tiles, frames)):
+        s = side / max(tile.size)
+        group.paste(tile.resize((round(tile.width * s), round(tile.height * s))), (k * side, 0))
+        truth.append(np.concatenate([pts.min(0), pts.max(0)]) * s + [k * side, 0, k * side, 0])
+    faces, = pipeline([group])
+    from cnnvision.boxes import box_iou
+    iou = box_iou(torch.tensor([f.box for f in faces]), torch.tensor(np.array(truth), dtype=torch.float32))
+    assert (iou.max(0).values > 0.5).all()       # every face found ...
+    assert ((iou > 0.5).sum(0) == 1).all()       # ... once
+    assert draw_faces(group, faces).size == group.size
+
+
+def test_landmarks_on_held_out_frames(pipeline, shared):
+    from cnnvision.nets.keypoints import nme
+    frames = held_out_frames(shared, 8)
+    photos = [Image.open(p).convert("RGB") for p, _ in frames]
+    from cnnvision.boxes import box_iou
+    pred = []
+    for faces, (_, pts) in zip(pipeline(photos), frames):  # a frame may show someone else too
+        iou = box_iou(torch.tensor([f.box for f in faces]), torch.tensor([[*pts.min(0), *pts.max(0)]]))[:, 0]
+        assert iou.max() > 0.5
+        pred.append(faces[int(iou.argmax())].keypoints)
+    pred = torch.tensor(np.stack(pred))
+    true = torch.tensor(np.stack([pts for _, pts in frames]))
+    assert nme(pred, true) < 0.10
+
+
+def test_predict_photos_json_overlays_and_batching(shared, tmp_path, capsys):
+    """Grey, RGBA and EXIF-rotated photos in one call: the JSON's boxes and points are in each
+    file's own (upright) pixels; the batched call agrees with one photo at a time."""
+    (src, _), = held_out_frames(shared, 1)
+    face = Image.open(src).convert("RGB")
+    face.convert("L").save(tmp_path / "grey.png")
+    face.convert("RGBA").save(tmp_path / "rgba.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned left: viewers turn it right, upright again
+    face.rotate(90, expand=True).save(tmp_path / "turned.jpg", exif=exif, quality=95)
+    paths = [str(tmp_path / n) for n in ("grey.png", "rgba.png", "turned.jpg")]
+    out_json = tmp_path / "faces.json"
+    assert main(["predict", *paths, "--out", str(tmp_path / "ov"), "--json", str(out_json), "--parts"]) == 0
+    result = json.loads(out_json.read_text())
+    assert list(result) == paths
+    for path in paths:
+        (f,) = result[path]
+        assert set(f) == {"box", "score", "keypoints"} and len(f["keypoints"]) == 68 and 0.5 <= f["score"] <= 1
+    upright = np.array(result[paths[1]][0]["keypoints"])
+    assert np.abs(np.array(result[paths[2]][0]["keypoints"]) - upright).mean() < 2.0
+    assert len(list((tmp_path / "ov").glob("*_faces.png"))) == 3
+    capsys.readouterr()
+    assert main(["predict", paths[1], "--no-overlay"]) == 0
+    alone = json.loads(capsys.readouterr().out)[paths[1]][0]
+    assert np.abs(np.array(alone["keypoints"]) - upright).max() < 0.5
+
+
+def test_predict_bad_photo_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    out_json = tmp_path / "faces.json"
+    assert main(["predict", str(bad), "--json", str(out_json), "--out", str(tmp_path / "ov")]) == 2
+    err = capsys.readouterr().err
+    assert "broken.jpg: cannot decode image" in err and err.count("\n") == 1
+    assert not out_json.exists()
+
+
+def test_pipeline_benchmark_reports_photos_per_second(pipeline):
+    from cnnvision.benchmark import benchmark_pipeline
+    result = benchmark_pipeline(count=4, rounds=1, batch=2, pipeline=pipeline)
+    assert result["photos"] == 4 and result["size"] == [640, 480] and result["photos_per_sec"] > 0
+
+
+def test_resize_to_fits_and_centres():
+    im = resize_to(Image.new("RGB", (100, 50), (255, 0, 0)), 640, 480)
+    arr = np.asarray(im)
+    assert im.size == (640, 480) and tuple(arr[240, 320]) == (255, 0, 0) and tuple(arr[10, 320]) == (128, 128, 128)
+
+
+def test_pipeline_refuses_models_of_other_tasks():
+    with pytest.raises(ValueError, match="68-point"):
+        FacePipeline(checkpoint.load_net(pretrained="face-detector"), checkpoint.load_net(pretrained="keypoints15"))
+
+
+def test_an_image_too_large_to_decode_safely_is_refused(tmp_path, monkeypatch, capsys):
+    big = tmp_path / "huge.png"
+    Image.new("RGB", (300, 200)).save(big)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100 // 2)  # 60,000 pixels is over twice this
+    assert main(["predict", str(big), "--no-overlay"]) == 2
+    err = capsys.readouterr().err
+    assert "huge.png: image too large to decode safely" in err and err.count("\n") == 1
+
+
+def test_shipped_landmarks68_on_people_it_never_saw(shared, tmp_path):
+    frames68 = shared / "youtube-faces-68"
+    report = tmp_path / "m.json"
+    assert checkpoint.pretrained_path("landmarks68").stat().st_size < 12 * 2**20
+    assert main(["evaluate", "--pretrained", "landmarks68", "--data", str(frames68 / "training_frames_keypoints.csv"),
+                 "--images", str(frames68 / "training"), "--split", "val", "--json", str(report)]) == 0
+    metrics = json.loads(report.read_text())
+    assert metrics["count"] == 438 and metrics["nme"] <= 0.050
