@@ -55,7 +55,7 @@ class FacePipeline:
 
     def __init__(self, detector, landmarks, parts=None, threshold: float | None = None, max_side: int = 1280,
                  min_side: int = 96, level_step: float = 2.0, refine: bool = True, batch_size: int = 16,
-                 detect_batch: int = 1, precision: str = "auto"):
+                 detect_batch: int = 1, flip: bool = True, precision: str = "auto"):
         if detector.task != "detection":
             raise ValueError(f"the detector is a {detector.task} model")
         if landmarks.task != "keypoints" or landmarks.cfg.layout != "ibug68":
@@ -66,7 +66,7 @@ class FacePipeline:
         # Photos go through the detector one at a time: its first stages' outputs for one 640x480
         # photo fit the CPU's cache, for eight they do not, and one at a time measured 1.8x faster
         # per photo. Face crops, far smaller, go through the landmark net ``batch_size`` at a time.
-        self.refine, self.batch_size, self.detect_batch = refine, batch_size, detect_batch
+        self.refine, self.batch_size, self.detect_batch, self.flip = refine, batch_size, detect_batch, flip
         self.precision = precision
 
     @classmethod
@@ -133,7 +133,7 @@ class FacePipeline:
             for start in range(0, len(owners), self.batch_size):
                 x = self._crops(self.landmarks, photos, owners[start:start + self.batch_size],
                                 squares[start:start + self.batch_size])
-                out.append(self.landmarks.predict(x).float())
+                out.append(self.landmarks.predict(x, flip=self.flip).float())
         points = torch.cat(out).numpy()
         return np.stack([imgs.from_crop(p, sq, size) for p, sq in zip(points, squares)])
 
