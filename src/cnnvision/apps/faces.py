@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from cnnvision import checkpoint
@@ -55,7 +56,7 @@ class FacePipeline:
 
     def __init__(self, detector, landmarks, parts=None, threshold: float | None = None, max_side: int = 1280,
                  min_side: int = 96, level_step: float = 2.0, refine: bool = True, batch_size: int = 16,
-                 detect_batch: int = 1, flip: bool = True, precision: str = "auto"):
+                 flip: bool = True, precision: str = "auto"):
         if detector.task != "detection":
             raise ValueError(f"the detector is a {detector.task} model")
         if landmarks.task != "keypoints" or landmarks.cfg.layout != "ibug68":
@@ -66,7 +67,7 @@ class FacePipeline:
         # Photos go through the detector one at a time: its first stages' outputs for one 640x480
         # photo fit the CPU's cache, for eight they do not, and one at a time measured 1.8x faster
         # per photo. Face crops, far smaller, go through the landmark net ``batch_size`` at a time.
-        self.refine, self.batch_size, self.detect_batch, self.flip = refine, batch_size, detect_batch, flip
+        self.refine, self.batch_size, self.flip = refine, batch_size, flip
         self.precision = precision
 
     @classmethod
@@ -87,31 +88,30 @@ class FacePipeline:
         return found
 
     def detect(self, photos: list[Image.Image]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per photo, face boxes (K, 4) in its pixels and scores (K,), best first."""
+        """Per photo, face boxes (K, 4) in its pixels and scores (K,), best first. The smaller
+        levels of the pyramid are resized from the first as tensors (antialiased bilinear)."""
         cfg = self.detector.cfg
-        jobs: dict[tuple[int, int], list[tuple[int, float, np.ndarray]]] = {}  # same-size pictures batch together
-        for i, im in enumerate(photos):
-            rgb = im.convert("RGB" if cfg.in_channels == 3 else "L")
-            for s in self.levels(*im.size):
-                w, h = max(1, round(im.width * s)), max(1, round(im.height * s))
-                small = rgb if (w, h) == rgb.size else rgb.resize((w, h), Image.Resampling.BILINEAR)
-                jobs.setdefault((h, w), []).append((i, im.width / w, np.asarray(small)))
-        boxes = [[] for _ in photos]
-        scores = [[] for _ in photos]
-        with torch.inference_mode(), autocast(torch.device("cpu"), self.precision):
-            for group in jobs.values():
-                for start in range(0, len(group), self.detect_batch):
-                    chunk = group[start:start + self.detect_batch]
-                    out = self.detector.predict(_nchw([a for _, _, a in chunk]))
-                    for (i, back, _), o in zip(chunk, out):
-                        b, s = decode(o.float(), cfg.stride, cfg.scale, self.threshold)
-                        boxes[i].append(b * back)
-                        scores[i].append(s)
         found = []
-        for b, s in zip(boxes, scores):
-            b, s = torch.cat(b), torch.cat(s)
-            keep = nms(b, s, cfg.nms_iou)
-            found.append((b[keep], s[keep]))
+        with torch.inference_mode(), autocast(torch.device("cpu"), self.precision):
+            for im in photos:
+                scales = self.levels(*im.size)
+                first = im.convert("RGB" if cfg.in_channels == 3 else "L")
+                size = (max(1, round(im.width * scales[0])), max(1, round(im.height * scales[0])))
+                if size != first.size:
+                    first = first.resize(size, Image.Resampling.BILINEAR)
+                x0 = _nchw([np.asarray(first)])
+                boxes, scores = [], []
+                for k, scale in enumerate(scales):
+                    h, w = max(1, round(im.height * scale)), max(1, round(im.width * scale))
+                    x = x0 if k == 0 else F.interpolate(x0, size=(h, w), mode="bilinear", antialias=True,
+                                                        align_corners=False)
+                    out = self.detector.predict(x.contiguous(memory_format=torch.channels_last))[0]
+                    b, sc = decode(out.float(), cfg.stride, cfg.scale, self.threshold)
+                    boxes.append(b * (im.width / x.shape[-1]))
+                    scores.append(sc)
+                b, sc = torch.cat(boxes), torch.cat(scores)
+                keep = nms(b, sc, cfg.nms_iou)
+                found.append((b[keep], sc[keep]))
         return found
 
     def _crops(self, net, photos, owners, squares) -> torch.Tensor:
