@@ -108,6 +108,18 @@ def cell_centres(side: int) -> torch.Tensor:
     return (torch.arange(side, dtype=torch.float32) + 0.5) / side * 2 - 1
 
 
+def add_heatmap_head(net: nn.Module, channels: int, points: int, image_size: int) -> None:
+    """Give a heatmap net, its layers built, the 1x1 conv to one heatmap per point at S/4 and the
+    S/4 cell centres for soft-argmax; He-initialise its convolutions (the bilinear
+    deconvolutions keep theirs) and start the heatmaps nearly flat."""
+    net.heatmaps = nn.Conv2d(channels, points, 1)
+    net.register_buffer("grid", cell_centres(image_size // 4), persistent=False)
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    nn.init.normal_(net.heatmaps.weight, std=1e-3)
+
+
 class HeatmapNet(nn.Module):
     """A fully convolutional keypoint net: the KPNet stages down to S/8, a deconvolution back to
     S/4 joined with the S/4 features, then one heatmap per point. A spatial softmax turns each
@@ -129,12 +141,7 @@ class HeatmapNet(nn.Module):
         )
         self.up = nn.Sequential(deconv(8 * w, 4 * w, 2, bias=False), nn.BatchNorm2d(4 * w), nn.ReLU(inplace=True))
         self.fuse = conv_relu(4 * w, 4 * w, 3, batch_norm=True)
-        self.heatmaps = nn.Conv2d(4 * w, points, 1)
-        self.register_buffer("grid", cell_centres(image_size // 4), persistent=False)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-        nn.init.normal_(self.heatmaps.weight, std=1e-3)
+        add_heatmap_head(self, 4 * w, points, image_size)
 
     def forward(self, x):
         skip = self.down4(x)                       # (B, 4w, S/4, S/4)
@@ -167,12 +174,7 @@ class HourglassNet(nn.Module):
         self.fuse8 = conv_relu(8 * w, 8 * w, 3, batch_norm=True)
         self.up4 = nn.Sequential(conv_relu(8 * w, 4 * w, 1, batch_norm=True), deconv(4 * w, 4 * w, 2, bilinear=True))
         self.fuse4 = conv_relu(4 * w, 4 * w, 3, batch_norm=True)
-        self.heatmaps = nn.Conv2d(4 * w, points, 1)
-        self.register_buffer("grid", cell_centres(image_size // 4), persistent=False)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-        nn.init.normal_(self.heatmaps.weight, std=1e-3)
+        add_heatmap_head(self, 4 * w, points, image_size)
 
     def forward(self, x):
         s4 = self.down4(x)                                  # (B, 4w, S/4, S/4)
