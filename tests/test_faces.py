@@ -122,6 +122,13 @@ def test_pipeline_benchmark_reports_photos_per_second(pipeline):
     assert result["photos"] == 4 and result["size"] == [640, 480] and result["photos_per_sec"] > 0
 
 
+def test_shrink_by_half_is_the_mean_of_each_block_and_any_other_size_resizes():
+    from cnnvision.apps.faces import shrink
+    x = torch.rand(1, 3, 12, 16).contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(shrink(x, 6, 8), torch.nn.functional.avg_pool2d(x, 2))
+    assert shrink(x, 5, 7).shape == (1, 3, 5, 7)
+
+
 def test_resize_to_fits_and_centres():
     im = resize_to(Image.new("RGB", (100, 50), (255, 0, 0)), 640, 480)
     arr = np.asarray(im)

@@ -101,3 +101,20 @@ def test_sampling_grid_equals_affine_grid():
     theta = torch.randn(4, 2, 3)
     torch.testing.assert_close(sampling_grid(theta, 7, 9), F.affine_grid(theta, [4, 1, 7, 9], align_corners=False),
                                atol=1e-5, rtol=1e-5)
+
+
+def test_folding_batch_norm_keeps_the_outputs_and_removes_the_norms():
+    from torch import nn
+    from cnnvision.layers import conv_relu, fold_batch_norm
+    torch.manual_seed(0)
+    net = nn.Sequential(conv_relu(3, 8, 3, batch_norm=True), pool(2), conv_relu(8, 4, 1, batch_norm=True))
+    net.train()
+    for _ in range(3):  # running statistics away from their initial values
+        net(torch.randn(4, 3, 10, 10) * 3 + 1)
+    net.eval()
+    x = torch.randn(2, 3, 10, 10)
+    with torch.no_grad():
+        want = net(x)
+        got = fold_batch_norm(net)(x)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

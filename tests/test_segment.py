@@ -1,6 +1,7 @@
 """Face-part segmentation: the rasteriser, aligned augmentation, the net, IoU by hand, the CLI end
 to end on a tiny 68-point set, ONNX, and the shipped model on the real frames."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -108,9 +109,30 @@ def test_shapes_finite_and_every_parameter_gets_a_gradient(channels):
         assert net(torch.rand(1, channels, 40, 56)).shape == (1, 5, 40, 56)  # fully convolutional
 
 
+@pytest.mark.parametrize("depth", [1, 4])
+def test_encoder_depth_keeps_full_resolution(depth):
+    net = SegmenterNet(SegmenterConfig(image_size=32, width=4, depth=depth)).eval()
+    assert len(net.model.down) == depth + 1 and len(net.model.up) == depth
+    with torch.no_grad():
+        assert net(torch.rand(2, 1, 48, 64)).shape == (2, 5, 48, 64)
+
+
+def test_checkpoints_from_before_depth_was_a_setting_still_load():
+    net = SegmenterNet(SegmenterConfig(width=4))
+    renamed = {}
+    for key, value in net.state_dict().items():  # the old names: enc1..enc4, up3..up1
+        key = re.sub(r"down\.(\d)", lambda m: f"enc{int(m[1]) + 1}", key)
+        renamed[re.sub(r"up\.(\d)", lambda m: f"up{3 - int(m[1])}", key)] = value
+    assert "model.enc4.0.0.weight" in renamed and "model.up1.fuse.0.weight" in renamed
+    fresh = SegmenterNet(SegmenterConfig(width=4))
+    fresh.load_state_dict(renamed)
+    for a, b in zip(net.state_dict().values(), fresh.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_deconvolutions_start_bilinear():
     net = SegmenterNet(SegmenterConfig(width=4))
-    up = net.model.up1.up
+    up = net.model.up[-1].up  # the last step, back to full resolution
     x = torch.rand(1, 4, 6, 6)
     want = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
     torch.testing.assert_close(up(x)[..., 1:-1, 1:-1], want[..., 1:-1, 1:-1])  # edges see zero padding

@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="crop side for 68-point data (default 96); detection: scene side (default 160)")
     p.add_argument("--channels", type=int, choices=[1, 3], default=1, help="1 grey or 3 colour (68-point data)")
     p.add_argument("--width", type=int, help="first-stage channels (default 24; segnet 16)")
+    p.add_argument("--depth", type=int, default=3, help="segmentation: halvings in segnet's encoder (default 3, stride 8)")
     p.add_argument("--class-weights", metavar="W,W,...", help="segmentation: cross-entropy weight per class "
                                                             "(default: unweighted)")
     p.add_argument("--no-augment", action="store_true", help="train without flips, warps and jitter")
@@ -168,7 +169,7 @@ def run(a: argparse.Namespace) -> int:
             raise InputError(f"--loss {a.loss} is not a segmentation loss; segmentation uses ce or ce_dice")
         segment.train(a.data, a.images, net, a.out or f"runs/{net}-{data_name}", a.resume, a.val_fraction,
                       a.image_size or 96, a.channels, a.width or 16, not a.no_cache, not a.no_augment, weights,
-                      a.loss or "ce", **solver_overrides(a))
+                      a.loss or "ce", a.depth, **solver_overrides(a))
     elif a.command == "train":
         a.net = a.net or "kpheat"
         if a.net in CLASSIFIER_NETS:

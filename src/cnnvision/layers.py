@@ -130,6 +130,29 @@ def deconv(cin: int, cout: int, factor: int = 2, bilinear: bool = False, bias: b
     return layer
 
 
+def fold_batch_norm(module: nn.Module) -> nn.Module:
+    """For inference: every eval-mode BatchNorm2d that directly follows a Conv2d in an
+    ``nn.Sequential`` is folded into that convolution's weights and bias and replaced by an
+    identity. The outputs are the same up to rounding and one pass over the activations is
+    saved. Changes ``module`` in place and returns it; it must not be trained afterwards."""
+    for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(1, len(seq)):
+            c, bn = seq[i - 1], seq[i]
+            if not (type(c) is nn.Conv2d and type(bn) is nn.BatchNorm2d and bn.track_running_stats):
+                continue
+            with torch.no_grad():
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (cout,)
+                bias = c.bias if c.bias is not None else torch.zeros_like(bn.running_mean)
+                fused = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding,
+                                  c.dilation, c.groups, bias=True, padding_mode=c.padding_mode)
+                fused.weight.copy_(c.weight * scale[:, None, None, None])
+                fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+            layout = torch.channels_last if c.weight.is_contiguous(memory_format=torch.channels_last) \
+                else torch.contiguous_format
+            seq[i - 1], seq[i] = fused.to(c.weight.device, memory_format=layout), nn.Identity()
+    return module
+
+
 def xavier_init(module: nn.Module) -> None:
     """Glorot-uniform weights and zero biases for every conv and linear layer, as the tutorial."""
     for m in module.modules():

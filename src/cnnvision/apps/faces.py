@@ -9,6 +9,7 @@ non-maximum suppression. Each face is then cropped as the landmark net was train
 net in one batch. With ``refine``, the crop is made again around the first landmarks and the net
 run once more, which undoes most of a detector box's misplacement.
 """
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from cnnvision import checkpoint
 from cnnvision import images as imgs
 from cnnvision.boxes import decode, nms
 from cnnvision.data.faces68 import MARGIN
+from cnnvision.layers import fold_batch_norm
 from cnnvision.solver import autocast
 from cnnvision.viz import GREEN, RED, draw_box, draw_points
 
@@ -44,11 +46,25 @@ class Face:
                 "keypoints": [[round(float(x), 2), round(float(y), 2)] for x, y in self.keypoints]}
 
 
+def inference_copy(net):
+    return fold_batch_norm(copy.deepcopy(net).eval()).to(memory_format=torch.channels_last)
+
+
 def _nchw(arrays: list[np.ndarray]) -> torch.Tensor:
     """(H, W) or (H, W, C) uint8 arrays of one size -> float (B, C, H, W) in [0, 1], channels-last."""
     x = torch.from_numpy(np.stack(arrays))
     x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
     return x.float().div_(255).contiguous(memory_format=torch.channels_last)
+
+
+def shrink(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, C, H, W) resized down to height x width: where that is exactly half, the mean of each 2x2
+    block, taken as four strided views (3x faster on a 3-channel photo than ``avg_pool2d`` or the
+    antialiased resize, which are used otherwise)."""
+    if (2 * height, 2 * width) == tuple(x.shape[-2:]):
+        return (x[..., 0::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 0::2] + x[..., 1::2, 1::2]) * 0.25
+    return F.interpolate(x, size=(height, width), mode="bilinear", antialias=True,
+                         align_corners=False).contiguous(memory_format=torch.channels_last)
 
 
 class FacePipeline:
@@ -61,7 +77,10 @@ class FacePipeline:
             raise ValueError(f"the detector is a {detector.task} model")
         if landmarks.task != "keypoints" or landmarks.cfg.layout != "ibug68":
             raise ValueError("the landmark model must predict the 68-point layout")
-        self.detector, self.landmarks, self.parts = detector.eval(), landmarks.eval(), parts
+        # Inference copies with each batch norm folded into its convolution: one pass fewer over
+        # every activation, 13% of the pipeline's time before it was folded.
+        self.detector, self.landmarks = inference_copy(detector), inference_copy(landmarks)
+        self.parts = inference_copy(parts) if parts is not None else None
         self.threshold = THRESHOLD if threshold is None else threshold
         self.max_side, self.min_side, self.level_step = max_side, min_side, level_step
         # Photos go through the detector one at a time: its first stages' outputs for one 640x480
@@ -88,8 +107,8 @@ class FacePipeline:
         return found
 
     def detect(self, photos: list[Image.Image]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per photo, face boxes (K, 4) in its pixels and scores (K,), best first. The smaller
-        levels of the pyramid are resized from the first as tensors (antialiased bilinear)."""
+        """Per photo, face boxes (K, 4) in its pixels and scores (K,), best first. Each smaller
+        level of the pyramid is resized from the one before, as a tensor."""
         cfg = self.detector.cfg
         found = []
         with torch.inference_mode(), autocast(torch.device("cpu"), self.precision):
@@ -99,13 +118,12 @@ class FacePipeline:
                 size = (max(1, round(im.width * scales[0])), max(1, round(im.height * scales[0])))
                 if size != first.size:
                     first = first.resize(size, Image.Resampling.BILINEAR)
-                x0 = _nchw([np.asarray(first)])
+                x = _nchw([np.asarray(first)])
                 boxes, scores = [], []
                 for k, scale in enumerate(scales):
-                    h, w = max(1, round(im.height * scale)), max(1, round(im.width * scale))
-                    x = x0 if k == 0 else F.interpolate(x0, size=(h, w), mode="bilinear", antialias=True,
-                                                        align_corners=False)
-                    out = self.detector.predict(x.contiguous(memory_format=torch.channels_last))[0]
+                    if k:
+                        x = shrink(x, max(1, round(im.height * scale)), max(1, round(im.width * scale)))
+                    out = self.detector.predict(x)[0]
                     b, sc = decode(out.float(), cfg.stride, cfg.scale, self.threshold)
                     boxes.append(b * (im.width / x.shape[-1]))
                     scores.append(sc)
@@ -125,7 +143,7 @@ class FacePipeline:
             crops.append(imgs.crop_square(grey[i], box, cfg.image_size))
         return _nchw(crops)
 
-    def _points(self, photos, owners, squares) -> np.ndarray:
+    def _points(self, photos, owners, squares, flip: bool) -> np.ndarray:
         """(F, 68, 2) landmarks in photo pixels of the faces framed by ``squares``."""
         size = self.landmarks.cfg.image_size
         out = []
@@ -133,7 +151,7 @@ class FacePipeline:
             for start in range(0, len(owners), self.batch_size):
                 x = self._crops(self.landmarks, photos, owners[start:start + self.batch_size],
                                 squares[start:start + self.batch_size])
-                out.append(self.landmarks.predict(x, flip=self.flip).float())
+                out.append(self.landmarks.predict(x, flip=flip).float())
         points = torch.cat(out).numpy()
         return np.stack([imgs.from_crop(p, sq, size) for p, sq in zip(points, squares)])
 
@@ -141,10 +159,11 @@ class FacePipeline:
         """(F, 68, 2) landmarks, in photo pixels, of the faces in ``boxes`` (x0, y0, x1, y1, as the
         detector draws them) of ``photos[owners[f]]``."""
         squares = [imgs.square_box(*b, MARGIN) for b in boxes]
-        points = self._points(photos, owners, squares)
+        # The first pass only frames the face for the second: the mirrored face is not worth its time there.
+        points = self._points(photos, owners, squares, self.flip and not self.refine)
         if self.refine:  # frame each face again as training did: around its (now estimated) points
             squares = [imgs.square_box(*p.min(0), *p.max(0), MARGIN) for p in points]
-            points = self._points(photos, owners, squares)
+            points = self._points(photos, owners, squares, self.flip)
         return points
 
     def __call__(self, photos: list[Image.Image]) -> list[list[Face]]:

@@ -29,7 +29,7 @@ NO_DATA = ("segmentation needs --data: a 68-point CSV (file name, then x0,y0..x6
 def train(data: str | None, images: str | None = None, net: str = "segnet", out: str | Path = "runs/segnet",
           resume: bool = False, val_fraction: float = 0.15, image_size: int = 96, channels: int = 1,
           width: int = 16, use_cache: bool = True, augment: bool = True, class_weights: tuple[float, ...] = (),
-          loss: str = "ce", **solver) -> dict:
+          loss: str = "ce", depth: int = 3, **solver) -> dict:
     """Train a segmenter on a 68-point file's faces, evaluate its best checkpoint on the held-out
     people, and draw them. ``solver`` holds SolverConfig fields. Returns the final metrics."""
     out = Path(out)
@@ -39,15 +39,17 @@ def train(data: str | None, images: str | None = None, net: str = "segnet", out:
         data, images, net = stored["data"], stored["images"], stored["net"]["arch"]
         val_fraction, image_size, channels = stored["val_fraction"], stored["image_size"], stored["channels"]
         width, class_weights = stored["net"]["width"], stored["net"]["class_weights"]
-        loss = stored["net"].get("loss", "ce")
+        loss, depth = stored["net"].get("loss", "ce"), stored["net"].get("depth", 3)
         augment = stored["augment"] is not None
         solver = {**stored["solver"], **({"epochs": epochs} if epochs else {})}
     elif (out / "last.pt").exists():
         raise InputError(f"{out}: already holds a run (last.pt); use --resume to continue it or another --out")
     if data is None:
         raise InputError(NO_DATA)
-    if image_size % 8:
-        raise InputError(f"--image-size {image_size}: the segmenter needs a multiple of 8")
+    if not 1 <= depth <= 5:
+        raise InputError(f"--depth {depth}: the segmenter's encoder takes 1 to 5 halvings")
+    if image_size % 2 ** depth:
+        raise InputError(f"--image-size {image_size}: a segmenter of depth {depth} needs a multiple of {2 ** depth}")
     if class_weights and len(class_weights) != len(CLASSES):
         raise InputError(f"--class-weights: {len(class_weights)} values for the {len(CLASSES)} classes")
     dataset = load_parts(data, images, image_size, channels, use_cache)
@@ -56,7 +58,7 @@ def train(data: str | None, images: str | None = None, net: str = "segnet", out:
     train_set.augment = aug
     net_cfg = SegmenterConfig(arch=net, in_channels=dataset.channels, image_size=dataset.size,
                               num_classes=dataset.num_classes, width=width, class_weights=tuple(class_weights),
-                              loss=loss)
+                              loss=loss, depth=depth)
     cfg = solver_config(solver)
     torch.manual_seed(cfg.seed)
     model = SegmenterNet(net_cfg)

@@ -7,6 +7,7 @@ joins each step with the encoder's features of the same resolution (U-Net's skip
 map comes out at the input's full resolution.
 """
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,46 +37,54 @@ class Up(nn.Module):
 
 
 class SegNet(nn.Module):
-    """Encoder stages of width w, 2w, 4w, 8w at strides 1, 2, 4, 8 (two 3x3 conv + batch norm +
-    ReLU each), three Up steps back to stride 1, and a 1x1 conv to the class logits.
+    """Encoder stages of width w, 2w, 4w, 8w, 8w, ... at strides 1, 2, 4, ..., 2**depth (two 3x3
+    conv + batch norm + ReLU each; the width stops doubling at 8w to keep the file small), ``depth`` Up steps back to stride 1, and a 1x1 conv to the class
+    logits. A deeper encoder sees more of the face at once (the jaw line of a blurred frame).
 
-    Any input whose sides are multiples of 8 gives logits of the same size.
+    Any input whose sides are multiples of 2**depth gives logits of the same size.
     """
 
-    def __init__(self, in_channels: int, classes: int, width: int = 16):
+    def __init__(self, in_channels: int, classes: int, width: int = 16, depth: int = 3):
         super().__init__()
-        w = width
+        widths = [width * 2 ** min(i, 3) for i in range(depth + 1)]
 
         def stage(cin, cout):
             return nn.Sequential(conv_relu(cin, cout, 3, batch_norm=True), conv_relu(cout, cout, 3, batch_norm=True))
 
-        self.enc1 = stage(in_channels, w)     # stride 1
-        self.enc2 = stage(w, 2 * w)           # stride 2
-        self.enc3 = stage(2 * w, 4 * w)       # stride 4
-        self.enc4 = stage(4 * w, 8 * w)       # stride 8
+        self.down = nn.ModuleList(stage(cin, cout) for cin, cout in zip([in_channels, *widths], widths))
         self.pool = pool(2)
-        self.up3, self.up2, self.up1 = Up(8 * w, 4 * w), Up(4 * w, 2 * w), Up(2 * w, w)
-        self.classify = nn.Conv2d(w, classes, 1)
+        self.up = nn.ModuleList(Up(cin, cout) for cin, cout in zip(widths[:0:-1], widths[-2::-1]))
+        self.classify = nn.Conv2d(width, classes, 1)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
 
     def forward(self, x):
-        s1 = self.enc1(x)                 # (B, w, S, S)
-        s2 = self.enc2(self.pool(s1))     # (B, 2w, S/2, S/2)
-        s4 = self.enc3(self.pool(s2))     # (B, 4w, S/4, S/4)
-        s8 = self.enc4(self.pool(s4))     # (B, 8w, S/8, S/8)
-        y = self.up1(self.up2(self.up3(s8, s4), s2), s1)  # (B, w, S, S)
-        return self.classify(y)           # (B, classes, S, S)
+        skips = []
+        for i, stage in enumerate(self.down):
+            x = stage(self.pool(x) if i else x)  # (B, widths[i], S / 2**i, S / 2**i)
+            skips.append(x)
+        for up, skip in zip(self.up, reversed(skips[:-1])):
+            x = up(x, skip)                      # twice the resolution, the skip's channels
+        return self.classify(x)                  # (B, classes, S, S)
+
+    def _load_from_state_dict(self, state, prefix, *args):
+        # Checkpoints from before the depth was a setting name the stages enc1..enc4, up3..up1.
+        for key in [k for k in state if re.match(re.escape(prefix) + r"(enc|up)\d\.", k)]:
+            kind, n, rest = re.match(r"(enc|up)(\d)\.(.*)", key[len(prefix):]).groups()
+            new = f"down.{int(n) - 1}" if kind == "enc" else f"up.{len(self.up) - int(n)}"
+            state[f"{prefix}{new}.{rest}"] = state.pop(key)
+        super()._load_from_state_dict(state, prefix, *args)
 
 
 @dataclass
 class SegmenterConfig:
     arch: str = "segnet"            # segnet (the only one so far)
     in_channels: int = 1            # 1 grey, 3 RGB
-    image_size: int = 96            # side of the square training crops (any multiple of 8 works at inference)
+    image_size: int = 96            # side of the square training crops (any multiple of 2**depth works at inference)
     num_classes: int = 5            # background, skin, eyes, nose, mouth
     width: int = 16                 # channels of the first encoder stage
+    depth: int = 3                  # halvings in the encoder: stride 2**depth at the bottom
     class_weights: tuple[float, ...] = ()  # cross-entropy weight per class, () = unweighted
     loss: str = "ce"                # ce (cross-entropy) | ce_dice (plus a soft Dice loss on classes 1 and up)
 
@@ -94,7 +103,7 @@ class SegmenterNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         if cfg.arch == "segnet":
-            self.model = SegNet(cfg.in_channels, cfg.num_classes, cfg.width)
+            self.model = SegNet(cfg.in_channels, cfg.num_classes, cfg.width, cfg.depth)
         else:
             raise ValueError(f"unknown segmentation net {cfg.arch!r} (use segnet)")
         if cfg.loss not in ("ce", "ce_dice"):
