@@ -30,9 +30,10 @@ def held_out_frames(shared, count):
 
 
 def test_search_levels_cover_every_face_size(pipeline):
-    assert pipeline.levels(640, 480) == [1.0, 0.5, 0.25]          # down to 160 x 120
+    assert pipeline.levels(640, 480) == [1.0, 0.25]               # down to 160 x 120
+    assert pipeline.levels(1280, 960) == [1.0, 0.25, 0.1]         # and last at 128 x 96
     big = pipeline.levels(4000, 3000)
-    assert big[0] == pytest.approx(1280 / 4000) and 3000 * big[-1] >= 96
+    assert big[0] == pytest.approx(1280 / 4000) and 3000 * big[-1] == pytest.approx(96)
     assert pipeline.levels(100, 80) == [1.6]                       # a small photo is enlarged to 160
 
 
@@ -62,6 +63,20 @@ def test_every_face_of_a_group_photo(pipeline, shared):
     assert (iou.max(0).values > 0.5).all()       # every face found ...
     assert ((iou > 0.5).sum(0) == 1).all()       # ... once
     assert draw_faces(group, faces).size == group.size
+
+
+def test_a_face_that_fills_a_large_photo(pipeline, shared):
+    (path, pts), = held_out_frames(shared, 1)
+    frame = Image.open(path).convert("RGB")
+    box = np.concatenate([pts.min(0), pts.max(0)])
+    s = 900 / (box[3] - box[1])                                   # the face 900 px tall, centred in 1280 x 960
+    dx, dy = round(640 - (box[0] + box[2]) / 2 * s), round(480 - (box[1] + box[3]) / 2 * s)
+    photo = Image.new("RGB", (1280, 960), (60, 60, 60))
+    photo.paste(frame.resize((round(frame.width * s), round(frame.height * s))), (dx, dy))
+    faces, = pipeline([photo])
+    from cnnvision.boxes import box_iou
+    iou = box_iou(torch.tensor([f.box for f in faces]), torch.tensor([box * s + [dx, dy, dx, dy]], dtype=torch.float32))
+    assert len(faces) == 1 and iou.item() > 0.5
 
 
 def test_landmarks_on_held_out_frames(pipeline, shared):

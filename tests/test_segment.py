@@ -243,6 +243,8 @@ def test_cli_train_evaluate_predict(run68, tmp_path, capsys):
     (["--task", "segmentation", "--net", "kpheat"], "--net kpheat is not a segmentation net"),
     (["--net", "segnet"], "--net segnet is a segmentation net: add --task segmentation"),
     (["--task", "segmentation", "--image-size", "30"], "multiple of 8"),
+    (["--task", "segmentation", "--depth", "4", "--image-size", "40"], "depth 4 needs a multiple of 16"),
+    (["--task", "segmentation", "--depth", "0"], "--depth 0: the segmenter's encoder takes 1 to 5 halvings"),
     (["--task", "segmentation", "--class-weights", "1,2"], "2 values for the 5 classes"),
     (["--task", "segmentation", "--class-weights", "1,x"], "expected numbers separated by commas"),
 ])

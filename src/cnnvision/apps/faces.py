@@ -71,7 +71,7 @@ class FacePipeline:
     """Detector, then landmarks (then parts) on each face, for batches of PIL images."""
 
     def __init__(self, detector, landmarks, parts=None, threshold: float | None = None, max_side: int = 1280,
-                 min_side: int = 96, level_step: float = 2.0, refine: bool = True, batch_size: int = 16,
+                 min_side: int = 96, level_step: float = 4.0, refine: bool = True, batch_size: int = 16,
                  flip: bool = True, precision: str = "auto"):
         if detector.task != "detection":
             raise ValueError(f"the detector is a {detector.task} model")
@@ -97,13 +97,17 @@ class FacePipeline:
     def levels(self, width: int, height: int) -> list[float]:
         """The scales at which a width x height photo is searched, largest first: from its own size
         (shrunk to ``max_side``, or a small photo enlarged to the detector's training side), down by
-        ``level_step`` while the shorter side keeps ``min_side`` pixels."""
-        longest = max(width, height)
+        ``level_step`` while the shorter side keeps ``min_side`` pixels, and last at that smallest
+        side where the step would skip it (so a face filling the photo is found too)."""
+        longest, shortest = max(width, height), min(width, height)
         scale = min(1.0, self.max_side / longest) if longest >= self.detector.cfg.image_size \
             else self.detector.cfg.image_size / longest
         found = [scale]
-        while min(width, height) * found[-1] / self.level_step >= self.min_side:
+        smallest = self.min_side / shortest
+        while found[-1] / self.level_step >= smallest:
             found.append(found[-1] / self.level_step)
+        if found[-1] > 1.5 * smallest:
+            found.append(smallest)
         return found
 
     def detect(self, photos: list[Image.Image]) -> list[tuple[torch.Tensor, torch.Tensor]]:
