@@ -280,6 +280,10 @@ def test_evaluate_writes_json_and_confusion(digits_run, tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--data", str(data),
                  "--confusion", str(tmp_path / "c" / "m.png")]) == 0
     assert (tmp_path / "c" / "m.png").exists()
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--data", str(data), "--split", "val"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--split: not used by a classification model" in err
 
 
 def test_predict_any_image(digits_run, tmp_path, capsys):

@@ -189,6 +189,10 @@ def run(a: argparse.Namespace) -> int:
     elif a.command == "evaluate":
         net = checkpoint.load_net(a.checkpoint, a.pretrained)
         if net.task == "classification":
+            ignored = [flag for flag, given in (("--images", a.images), ("--split", a.split != "all"),
+                                                ("--skip-bad-rows", a.skip_bad_rows)) if given]
+            if ignored:  # MNIST's test files are the held-out set; these options have no meaning there
+                raise InputError(f"{', '.join(ignored)}: not used by a classification model (it reads idx files)")
             metrics = classify.evaluate_file(net, a.data)
             confusion = a.confusion
             if confusion is None and a.json:
