@@ -11,6 +11,7 @@ from cnnvision import checkpoint
 from cnnvision.apps.faces import FacePipeline, draw_faces, resize_to
 from cnnvision.cli import main
 from cnnvision.data.scenes import clutter
+from cnnvision.viz import RED
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +116,9 @@ def test_predict_photos_json_overlays_and_batching(shared, tmp_path, capsys):
     upright = np.array(result[paths[1]][0]["keypoints"])
     assert np.abs(np.array(result[paths[2]][0]["keypoints"]) - upright).mean() < 2.0
     assert len(list((tmp_path / "ov").glob("*_faces.png"))) == 3
+    drawn = np.asarray(Image.open(tmp_path / "ov" / "rgba_faces.png").convert("RGB")).astype(int)
+    for x, y in np.round(upright).astype(int)[::8]:  # a red dot on every eighth point
+        assert tuple(drawn[y, x]) == RED
     capsys.readouterr()
     assert main(["predict", paths[1], "--no-overlay"]) == 0
     alone = json.loads(capsys.readouterr().out)[paths[1]][0]

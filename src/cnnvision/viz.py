@@ -7,8 +7,10 @@ GREEN, RED, YELLOW = (40, 220, 60), (240, 40, 40), (255, 210, 0)
 
 
 def draw_points(im: Image.Image, points, color=RED, radius: float | None = None) -> Image.Image:
-    """Dots at pixel-centre coordinates (K, 2); NaN points are skipped."""
-    im = im.convert("RGB")
+    """Dots at pixel-centre coordinates (K, 2); NaN points are skipped. An RGB image is drawn on in
+    place; any other mode is converted to a new RGB image first. Returns the image drawn on."""
+    if im.mode != "RGB":
+        im = im.convert("RGB")
     d = ImageDraw.Draw(im)
     r = radius or max(1.0, min(im.size) / 80)
     for x, y in np.asarray(points, dtype=np.float64):

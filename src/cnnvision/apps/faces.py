@@ -214,7 +214,7 @@ def draw_faces(im: Image.Image, faces: list[Face]) -> Image.Image:
                 tinted = overlay(torch.from_numpy(region).permute(2, 0, 1), torch.from_numpy(mask)).numpy()
                 out.paste(Image.fromarray(tinted), (left, top))
         draw_box(out, face.box, GREEN, f"{face.score:.2f}")
-        draw_points(out, face.keypoints, RED, radius=max(1.0, (face.box[2] - face.box[0]) / 90))
+        out = draw_points(out, face.keypoints, RED, radius=max(1.0, (face.box[2] - face.box[0]) / 90))
     return out
 
 

@@ -244,12 +244,13 @@ class KeypointNet(nn.Module):
     def predict(self, x: torch.Tensor, flip: bool = True) -> torch.Tensor:
         """Points in crop pixels (B, K, 2); with ``flip`` the mirrored face is predicted too and
         the two answers averaged (test-time augmentation)."""
-        points = self.to_pixels(self(x))
-        if flip:
-            mirrored = self.to_pixels(self(x.flip(-1)))[:, self.layout.flip_permutation()]
-            mirrored[..., 0] = self.cfg.image_size - 1 - mirrored[..., 0]
-            points = (points + mirrored) / 2
-        return points
+        if not flip:
+            return self.to_pixels(self(x))
+        # one pass over both: a batch twice the size runs faster than two passes
+        points, mirrored = self.to_pixels(self(torch.cat([x, x.flip(-1)]))).chunk(2)
+        mirrored = mirrored[:, self.layout.flip_permutation()]
+        mirrored[..., 0] = self.cfg.image_size - 1 - mirrored[..., 0]
+        return (points + mirrored) / 2
 
     def picture(self, data, points: torch.Tensor):
         """Faces with predicted (red) and true (green) points, an (H, W, 3) uint8 grid."""
