@@ -16,7 +16,7 @@ from cnnvision.data.parts import SegmentationDataset, rasterise
 from cnnvision.nets import build_net, net_spec
 from cnnvision.nets.segment import SegmenterConfig, SegmenterNet
 
-MIOU_TEST = 0.704  # the shipped face-parts model on the 639 test frames (0.694 on the held-out training people)
+MIOU_TEST = 0.734  # the shipped face-parts model on the 639 test frames (0.710 on the held-out training people)
 
 
 def cartoon_face(dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
@@ -276,9 +276,10 @@ def test_onnx_matches_torch_for_any_batch_and_size(tmp_path):
 # -- the shipped model ---------------------------------------------------------------------------
 def test_face_parts_is_small_and_self_describing():
     path = checkpoint.pretrained_path("face-parts")
-    assert path.stat().st_size <= 3 * 2**20
+    assert path.stat().st_size <= 6 * 2**20
     net = checkpoint.load_net(pretrained="face-parts")
-    assert net.task == "segmentation" and net.cfg.image_size == 96 and net.cfg.in_channels == 1
+    assert net.task == "segmentation" and net.cfg.image_size == 96 and net.cfg.in_channels == 3
+    assert net.cfg.depth == 4
     assert "optimizer" not in checkpoint.load(path)
 
 
