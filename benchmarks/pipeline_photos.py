@@ -79,12 +79,14 @@ def main() -> None:
     ap.add_argument("--steps", default="2,3", help="pyramid steps to compare")
     ap.add_argument("--min-side", type=int, default=96)
     ap.add_argument("--threshold", type=float)
+    ap.add_argument("--min-face", type=float, help="as predict --min-face")
     a = ap.parse_args()
     pictures, truths = group_photos(a.count)
     for step in [float(s) for s in a.steps.split(",")]:
-        pipeline = FacePipeline.pretrained(threshold=a.threshold, level_step=step, min_side=a.min_side)
+        pipeline = FacePipeline.pretrained(threshold=a.threshold, level_step=step, min_side=a.min_side,
+                                           min_face=a.min_face)
         pipeline.detect(pictures[:4])  # warm-up
-        print(f"level step {step:g}, min side {a.min_side}:", score(pipeline, pictures, truths))
+        print(f"level step {step:g}, min side {a.min_side}, min face {a.min_face}:", score(pipeline, pictures, truths))
 
 
 if __name__ == "__main__":

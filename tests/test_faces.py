@@ -38,6 +38,16 @@ def test_search_levels_cover_every_face_size(pipeline):
     assert pipeline.levels(100, 80) == [1.6]                       # a small photo is enlarged to 160
 
 
+def test_min_face_sets_the_first_level_for_small_faces(pipeline, tmp_path, capsys):
+    small = FacePipeline(pipeline.detector, pipeline.landmarks, min_face=16)
+    assert small.levels(640, 480) == [2.0, 0.5, 0.2]              # 16 px faces become 32 px
+    assert FacePipeline(pipeline.detector, pipeline.landmarks, min_face=64).levels(640, 480) == [0.5, 0.2]
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (64, 48)).save(photo)
+    assert main(["predict", str(photo), "--min-face", "0"]) == 2
+    assert "--min-face 0: must be a positive number of pixels" in capsys.readouterr().err
+
+
 def test_a_photo_without_people_gives_an_empty_list(pipeline, tmp_path, capsys):
     empty = tmp_path / "wall.png"
     clutter(np.random.default_rng(3), 640).crop((0, 0, 640, 480)).save(empty)

@@ -31,6 +31,10 @@ DETECTOR, LANDMARKS, PARTS = "face-detector", "landmarks68", "face-parts"
 # detector's AP threshold) found every face but also 0.27 other boxes a frame (hair, a tie, a
 # face in the background); 0.9 kept 99.5% of the faces with 0.05 others a frame.
 THRESHOLD = 0.9
+# The smallest face the detector finds reliably at a level's own size: on 640x480 group photos
+# of held-out people it found 99% of faces 32-47 px across, 76% of 24-31 px, 31% of 16-23 px
+# (benchmarks/pipeline_photos.py).
+SMALLEST_FACE = 32
 
 
 @dataclass
@@ -72,7 +76,7 @@ class FacePipeline:
 
     def __init__(self, detector, landmarks, parts=None, threshold: float | None = None, max_side: int = 1280,
                  min_side: int = 96, level_step: float = 4.0, refine: bool = True, batch_size: int = 16,
-                 flip: bool = True, precision: str = "auto"):
+                 flip: bool = True, precision: str = "auto", min_face: float | None = None):
         if detector.task != "detection":
             raise ValueError(f"the detector is a {detector.task} model")
         if landmarks.task != "keypoints" or landmarks.cfg.layout != "ibug68":
@@ -83,6 +87,9 @@ class FacePipeline:
         self.parts = inference_copy(parts) if parts is not None else None
         self.threshold = THRESHOLD if threshold is None else threshold
         self.max_side, self.min_side, self.level_step = max_side, min_side, level_step
+        if min_face is not None and min_face <= 0:
+            raise ValueError(f"min_face must be positive, not {min_face}")
+        self.min_face = min_face
         # Photos go through the detector one at a time: its first stages' outputs for one 640x480
         # photo fit the CPU's cache, for eight they do not, and one at a time measured 1.8x faster
         # per photo. Face crops, far smaller, go through the landmark net ``batch_size`` at a time.
@@ -96,12 +103,17 @@ class FacePipeline:
 
     def levels(self, width: int, height: int) -> list[float]:
         """The scales at which a width x height photo is searched, largest first: from its own size
-        (shrunk to ``max_side``, or a small photo enlarged to the detector's training side), down by
+        (shrunk to ``max_side``, or a small photo enlarged to the detector's training side; with
+        ``min_face``, the size at which a face that small is SMALLEST_FACE across), down by
         ``level_step`` while the shorter side keeps ``min_side`` pixels, and last at that smallest
         side where the step would skip it (so a face filling the photo is found too)."""
         longest, shortest = max(width, height), min(width, height)
-        scale = min(1.0, self.max_side / longest) if longest >= self.detector.cfg.image_size \
-            else self.detector.cfg.image_size / longest
+        if self.min_face:
+            scale = SMALLEST_FACE / self.min_face
+        elif longest >= self.detector.cfg.image_size:
+            scale = min(1.0, self.max_side / longest)
+        else:
+            scale = self.detector.cfg.image_size / longest
         found = [scale]
         smallest = self.min_side / shortest
         while found[-1] / self.level_step >= smallest:
@@ -219,11 +231,13 @@ def draw_faces(im: Image.Image, faces: list[Face]) -> Image.Image:
 
 
 def predict_photos(paths: list[str], out_dir: str | Path | None = "predictions", with_parts: bool = False,
-                   threshold: float | None = None, batch: int = 16, pipeline: FacePipeline | None = None) -> dict:
+                   threshold: float | None = None, batch: int = 16, pipeline: FacePipeline | None = None,
+                   min_face: float | None = None) -> dict:
     """``{path: [{"box", "score", "keypoints"}, ...]}`` for photos, read ``batch`` at a time; an
-    overlay PNG per photo into ``out_dir``."""
+    overlay PNG per photo into ``out_dir``. ``min_face`` (pixels) searches for faces that small
+    too, at the cost of a larger first level."""
     from cnnvision.apps.keypoints import unique_name
-    pipeline = pipeline or FacePipeline.pretrained(with_parts, threshold=threshold)
+    pipeline = pipeline or FacePipeline.pretrained(with_parts, threshold=threshold, min_face=min_face)
     results, used = {}, set()
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
