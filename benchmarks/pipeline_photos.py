@@ -2,7 +2,7 @@
 clutter with held-out people side by side (a grid of frames cropped around each face, every face
 of a picture the same size, 16 to 320 px across, none covering another), searched at several
 pyramid settings. Prints, per setting, the share of faces found (IoU >= 0.5) by face size, the
-other boxes per picture (on pictures of clutter alone too) and the detector's pictures per second.
+other boxes per picture (pictures without faces included) and the detector's pictures per second.
 
     python benchmarks/pipeline_photos.py [--count 200] [--steps 2,3] [--threshold 0.9]
 """
@@ -13,13 +13,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cnnvision import images as imgs
 from cnnvision.apps.faces import FacePipeline
 from cnnvision.boxes import box_iou
-from cnnvision.data.dataset import identity_from_name, split_by_identity
-from cnnvision.data.faces68 import parse_points_csv
-from cnnvision import images as imgs
 from cnnvision.data.scenes import clutter
-from compare_dlib import DATA
+from compare_dlib import DATA, held_out_rows
 
 BUCKETS = (16, 24, 32, 48, 96, 192, 321)  # face sizes (longer side of the box), pixels
 WIDTH, HEIGHT = 640, 480
@@ -27,8 +25,7 @@ WIDTH, HEIGHT = 640, 480
 
 def group_photos(count: int, seed: int = 1, val_fraction: float = 0.15):
     """``count`` pictures (PIL) and their true boxes ((K, 4) tensors); one in eight has no face."""
-    names, points = parse_points_csv(DATA / "training_frames_keypoints.csv")
-    _, val = split_by_identity([identity_from_name(n) for n in names], len(names), val_fraction)
+    names, points = held_out_rows(DATA / "training_frames_keypoints.csv", val_fraction)
     rng = np.random.default_rng(seed)
     pictures, truths = [], []
     for k in range(count):
@@ -40,7 +37,7 @@ def group_photos(count: int, seed: int = 1, val_fraction: float = 0.15):
             columns, rows = max(1, WIDTH // cell), max(1, HEIGHT // cell)
             slots = rng.permutation(columns * rows)[:rng.integers(1, 6)]
             for slot in slots:
-                i = int(val[rng.integers(len(val))])
+                i = int(rng.integers(len(names)))
                 pts = points[i]
                 square = imgs.square_box(*pts.min(0), *pts.max(0), margin=0.3)
                 scale = cell / (square[2] - square[0])

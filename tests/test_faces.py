@@ -86,7 +86,8 @@ def test_a_face_that_fills_a_large_photo(pipeline, shared):
     photo.paste(frame.resize((round(frame.width * s), round(frame.height * s))), (dx, dy))
     faces, = pipeline([photo])
     from cnnvision.boxes import box_iou
-    iou = box_iou(torch.tensor([f.box for f in faces]), torch.tensor((box * s + [dx, dy, dx, dy])[None], dtype=torch.float32))
+    truth = torch.tensor((box * s + [dx, dy, dx, dy])[None], dtype=torch.float32)
+    iou = box_iou(torch.tensor([f.box for f in faces]), truth)
     assert len(faces) == 1 and iou.item() > 0.5
 
 

@@ -38,8 +38,9 @@ class Up(nn.Module):
 
 class SegNet(nn.Module):
     """Encoder stages of width w, 2w, 4w, 8w, 8w, ... at strides 1, 2, 4, ..., 2**depth (two 3x3
-    conv + batch norm + ReLU each; the width stops doubling at 8w to keep the file small), ``depth`` Up steps back to stride 1, and a 1x1 conv to the class
-    logits. A deeper encoder sees more of the face at once (the jaw line of a blurred frame).
+    conv + batch norm + ReLU each; the width stops doubling at 8w to keep the file small),
+    ``depth`` Up steps back to stride 1, and a 1x1 conv to the class logits. A deeper encoder
+    sees more of the face at once (the jaw line of a blurred frame).
 
     Any input whose sides are multiples of 2**depth gives logits of the same size.
     """
