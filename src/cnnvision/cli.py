@@ -56,9 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "fcn_detector"],
                    help="default kpheat; classification: lenet5 (or mlp, softmax); segmentation: segnet; "
                         "detection: fcn_detector")
-    p.add_argument("--loss", choices=["mse", "l1", "smooth_l1", "ce", "ce_dice", "bce", "l2"],
+    p.add_argument("--loss", choices=["mse", "l1", "smooth_l1", "ce", "ce_dice", "ce_lovasz", "bce", "l2"],
                    help="keypoints: loss on unit coordinates (default l1; mse is the tutorial's L2); "
-                        "segmentation: ce (default) or ce_dice; detection: objectness loss, bce (default) "
+                        "segmentation: ce (default), ce_dice or ce_lovasz; detection: objectness loss, bce (default) "
                         "or the tutorial's l2")
     p.add_argument("--epochs", type=int, help="default 30 (8 on the synthetic faces)")
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<net>-<data>)")
@@ -168,8 +168,8 @@ def run(a: argparse.Namespace) -> int:
         except ValueError:
             raise InputError(f"--class-weights {a.class_weights}: expected numbers separated by commas") from None
         data_name = Path(a.data).name.split(".")[0] if a.data else "none"
-        if a.loss not in (None, "ce", "ce_dice"):
-            raise InputError(f"--loss {a.loss} is not a segmentation loss; segmentation uses ce or ce_dice")
+        if a.loss not in (None, "ce", "ce_dice", "ce_lovasz"):
+            raise InputError(f"--loss {a.loss} is not a segmentation loss; segmentation uses ce, ce_dice or ce_lovasz")
         segment.train(a.data, a.images, net, a.out or f"runs/{net}-{data_name}", a.resume, a.val_fraction,
                       a.image_size or 96, a.channels, a.width or 16, not a.no_cache, not a.no_augment, weights,
                       a.loss or "ce", a.depth, **solver_overrides(a))

@@ -45,7 +45,8 @@ class SegmentationDataset(ImageSet):
     """Square images and their per-pixel classes.
 
     images: uint8 (N, C, S, S); masks: uint8 (N, S, S) of class indices; identities: the person
-    of each sample, where known, for splitting by person.
+    of each sample, where known, for splitting by person; points: where the masks were drawn from
+    68 points, those points (N, 68, 2) in crop pixels, so augmented masks can be drawn afresh.
     """
     images: torch.Tensor
     masks: torch.Tensor
@@ -53,30 +54,42 @@ class SegmentationDataset(ImageSet):
     names: list[str] | None = None
     augment: AugmentConfig | None = field(default=None, repr=False)
     num_classes: int = len(CLASSES)
+    points: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self):
         self.check_square()
         n, _, h, w = self.images.shape
         if self.masks.shape != (n, h, w):
             raise ValueError(f"masks {tuple(self.masks.shape)} do not match {n} images of {h}x{w}")
+        if self.points is not None and self.points.shape != (n, 68, 2):
+            raise ValueError(f"points {tuple(self.points.shape)} do not match {n} faces of 68 points")
 
     def subset(self, idx) -> "SegmentationDataset":
         idx = torch.as_tensor(idx, dtype=torch.long)
         pick = (lambda seq: [seq[i] for i in idx.tolist()])
         return SegmentationDataset(self.images[idx], self.masks[idx],
                                    pick(self.identities) if self.identities else None,
-                                   pick(self.names) if self.names else None, self.augment, self.num_classes)
+                                   pick(self.names) if self.names else None, self.augment, self.num_classes,
+                                   self.points[idx] if self.points is not None else None)
 
     def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None):
         """float images (B, C, S, S) in [0, 1] and long masks (B, S, S). Training batches move the
-        image and its mask by the same random transform; the mask is resampled nearest-neighbour
-        so it keeps whole class indices."""
+        image and its mask by the same random transform.
+
+        With points, the moved mask is drawn afresh from the moved points, exactly as the masks it
+        will be measured against are drawn. Resampling the drawn mask instead (nearest-neighbour,
+        the fallback without points) snaps its edges to the old pixel grid: up to half a pixel off,
+        a quarter of the IoU of an eye 3-4 pixels tall (measured: 0.76 between the two ways)."""
         x, masks = to_float(self.images[idx]), self.masks[idx]
         if generator is not None and self.augment is not None:
             A, t, mirror = random_transforms(x.shape[0], self.augment, generator)
-            x, _ = warp(x, None, A, t, mirror, None)
-            m, _ = warp(masks[:, None].float(), None, A, t, mirror, None, mode="nearest")  # (B, 1, S, S)
-            masks = m[:, 0].round()
+            points = self.points[idx].float() if self.points is not None else None
+            x, points = warp(x, points, A, t, mirror, None)  # no point swap: both eyes are one class
+            if points is not None:
+                masks = torch.from_numpy(np.stack([rasterise(p, x.shape[-1]) for p in points.numpy()]))
+            else:
+                m, _ = warp(masks[:, None].float(), None, A, t, mirror, None, mode="nearest")  # (B, 1, S, S)
+                masks = m[:, 0].round()
             x = jitter_intensity(x, self.augment, generator)
         return x, masks.long()
 
@@ -87,4 +100,5 @@ def load_parts(csv_path: str | Path, images_dir: str | Path | None = None, size:
     from cnnvision.data.faces68 import load_faces68
     faces = load_faces68(csv_path, images_dir, size, channels, use_cache)
     masks = np.stack([rasterise(p, size) for p in faces.points.numpy()])  # (N, S, S)
-    return SegmentationDataset(faces.images, torch.from_numpy(masks), faces.identities, faces.names)
+    return SegmentationDataset(faces.images, torch.from_numpy(masks), faces.identities, faces.names,
+                               points=faces.points)

@@ -87,7 +87,7 @@ class SegmenterConfig:
     width: int = 16                 # channels of the first encoder stage
     depth: int = 3                  # halvings in the encoder: stride 2**depth at the bottom
     class_weights: tuple[float, ...] = ()  # cross-entropy weight per class, () = unweighted
-    loss: str = "ce"                # ce (cross-entropy) | ce_dice (plus a soft Dice loss on classes 1 and up)
+    loss: str = "ce"                # ce (cross-entropy) | ce_dice (plus soft Dice) | ce_lovasz (plus Lovasz-softmax)
 
     def __post_init__(self):
         self.class_weights = tuple(self.class_weights)  # a list when read back from JSON
@@ -107,8 +107,8 @@ class SegmenterNet(nn.Module):
             self.model = SegNet(cfg.in_channels, cfg.num_classes, cfg.width, cfg.depth)
         else:
             raise ValueError(f"unknown segmentation net {cfg.arch!r} (use segnet)")
-        if cfg.loss not in ("ce", "ce_dice"):
-            raise ValueError(f"unknown segmentation loss {cfg.loss!r} (use ce or ce_dice)")
+        if cfg.loss not in LOSSES:
+            raise ValueError(f"unknown segmentation loss {cfg.loss!r} (use {', '.join(LOSSES)})")
         if cfg.class_weights and len(cfg.class_weights) != cfg.num_classes:
             raise ValueError(f"class_weights has {len(cfg.class_weights)} values for {cfg.num_classes} classes")
 
@@ -120,7 +120,8 @@ class SegmenterNet(nn.Module):
         ce = F.cross_entropy(out.float(), masks, weight=weight)
         if self.cfg.loss == "ce":
             return ce
-        return ce + soft_dice_loss(out.float().softmax(1), masks)
+        extra = soft_dice_loss if self.cfg.loss == "ce_dice" else lovasz_softmax_loss
+        return ce + extra(out.float().softmax(1), masks)
 
     def predict(self, x: torch.Tensor, flip: bool = True) -> torch.Tensor:
         """Per-pixel class probabilities (B, classes, S, S); with ``flip`` the mirrored image is
@@ -148,6 +149,33 @@ class SegmenterNet(nn.Module):
         return iou_metrics(probs.argmax(1), data.masks.long(), self.cfg.num_classes)
 
 
+def lovasz_softmax_loss(probs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """The Lovasz-softmax loss (Berman et al., 2018) over the batch's pixels, averaged over the
+    foreground classes present: a convex surrogate of 1 - IoU, so it optimises the metric itself.
+
+    For each class the pixels' errors |truth - p| are sorted, largest first; the loss is their dot
+    product with the steps of 1 - IoU as the pixels are added in that order (the Lovasz extension
+    of the Jaccard loss), so it is exact for hard 0/1 predictions.
+    """
+    classes = probs.shape[1]
+    probs = probs.permute(0, 2, 3, 1).reshape(-1, classes)  # (pixels, classes)
+    masks = masks.reshape(-1)
+    losses = []
+    for c in range(1, classes):
+        truth = (masks == c).to(probs.dtype)
+        if not truth.any():
+            continue
+        errors, order = (truth - probs[:, c]).abs().sort(descending=True)
+        truth = truth[order]
+        total = truth.sum()
+        inter = total - truth.cumsum(0)       # truth pixels not yet taken
+        union = total + (1 - truth).cumsum(0)  # truth pixels plus the wrong ones taken so far
+        jaccard = 1 - inter / union            # 1 - IoU after taking the first k pixels
+        steps = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+        losses.append(errors @ steps)
+    return torch.stack(losses).mean() if losses else probs.sum() * 0
+
+
 def soft_dice_loss(probs: torch.Tensor, masks: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
     """1 - the soft Dice overlap of each foreground class over the batch, averaged over classes:
     it weighs a small part (an eye) as much as a large one, as mean IoU does."""
@@ -155,6 +183,9 @@ def soft_dice_loss(probs: torch.Tensor, masks: torch.Tensor, eps: float = 1.0) -
     inter = (probs * onehot).sum((0, 2, 3))[1:]
     total = (probs + onehot).sum((0, 2, 3))[1:]
     return 1 - ((2 * inter + eps) / (total + eps)).mean()
+
+
+LOSSES = ("ce", "ce_dice", "ce_lovasz")
 
 
 def iou_metrics(pred: torch.Tensor, true: torch.Tensor, classes: int) -> dict:
