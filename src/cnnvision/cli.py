@@ -68,9 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="crop side for 68-point data (default 96); detection: scene side (default 160)")
     p.add_argument("--channels", type=int, choices=[1, 3], default=1, help="1 grey or 3 colour (68-point data)")
     p.add_argument("--width", type=int, help="first-stage channels (default 24; segnet 16)")
-    p.add_argument("--depth", type=int, default=3, help="segmentation: halvings in segnet's encoder (default 3, stride 8)")
+    p.add_argument("--depth", type=int, help="segmentation: halvings in segnet's encoder (default 3, stride 8)")
     p.add_argument("--class-weights", metavar="W,W,...", help="segmentation: cross-entropy weight per class "
                                                             "(default: unweighted)")
+    p.add_argument("--aux-points", type=float, metavar="W",
+                   help="segmentation: weight of an extra loss on the 68 landmarks, read from heatmaps off the "
+                        "segmenter's last features while training (default 0, off)")
     p.add_argument("--no-augment", action="store_true", help="train without flips, warps and jitter")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed CSV rows instead of stopping")
     p.add_argument("--no-cache", action="store_true", help="parse the data again instead of using the cache")
@@ -140,9 +143,17 @@ def train_task(a: argparse.Namespace) -> str:
     return "keypoints"
 
 
+SEGMENTATION_FLAGS = {"--depth": "depth", "--class-weights": "class_weights", "--aux-points": "aux_points"}
+
+
 def run(a: argparse.Namespace) -> int:
     from cnnvision import checkpoint
     from cnnvision.apps import classify, detect, keypoints, segment
+
+    if a.command == "train" and train_task(a) != "segmentation":
+        for flag, name in SEGMENTATION_FLAGS.items():
+            if getattr(a, name) is not None:
+                raise InputError(f"{flag} applies to segmentation only (add --task segmentation)")
 
     if a.command == "train" and train_task(a) == "classification":
         net = a.net or "lenet5"
@@ -172,7 +183,7 @@ def run(a: argparse.Namespace) -> int:
             raise InputError(f"--loss {a.loss} is not a segmentation loss; segmentation uses ce, ce_dice or ce_lovasz")
         segment.train(a.data, a.images, net, a.out or f"runs/{net}-{data_name}", a.resume, a.val_fraction,
                       a.image_size or 96, a.channels, a.width or 16, not a.no_cache, not a.no_augment, weights,
-                      a.loss or "ce", a.depth, **solver_overrides(a))
+                      a.loss or "ce", 3 if a.depth is None else a.depth, a.aux_points or 0.0, **solver_overrides(a))
     elif a.command == "train":
         a.net = a.net or "kpheat"
         if a.net in CLASSIFIER_NETS:

@@ -164,7 +164,8 @@ class Solver:
     # -- one step ----------------------------------------------------------------------------
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, memory_format=self.memory_format, non_blocking=True)
-        y = y.to(self.device, non_blocking=True)
+        y = tuple(t.to(self.device, non_blocking=True) for t in y) if isinstance(y, tuple) else \
+            y.to(self.device, non_blocking=True)
         with autocast(self.device, self.cfg.precision):
             out = self.model(x)
         loss = self.net.loss(out, y)

@@ -29,7 +29,7 @@ NO_DATA = ("segmentation needs --data: a 68-point CSV (file name, then x0,y0..x6
 def train(data: str | None, images: str | None = None, net: str = "segnet", out: str | Path = "runs/segnet",
           resume: bool = False, val_fraction: float = 0.15, image_size: int = 96, channels: int = 1,
           width: int = 16, use_cache: bool = True, augment: bool = True, class_weights: tuple[float, ...] = (),
-          loss: str = "ce", depth: int = 3, **solver) -> dict:
+          loss: str = "ce", depth: int = 3, aux_points: float = 0.0, **solver) -> dict:
     """Train a segmenter on a 68-point file's faces, evaluate its best checkpoint on the held-out
     people, and draw them. ``solver`` holds SolverConfig fields. Returns the final metrics."""
     out = Path(out)
@@ -40,6 +40,7 @@ def train(data: str | None, images: str | None = None, net: str = "segnet", out:
         val_fraction, image_size, channels = stored["val_fraction"], stored["image_size"], stored["channels"]
         width, class_weights = stored["net"]["width"], stored["net"]["class_weights"]
         loss, depth = stored["net"].get("loss", "ce"), stored["net"].get("depth", 3)
+        aux_points = stored["net"].get("aux_points", 0.0)
         augment = stored["augment"] is not None
         solver = {**stored["solver"], **({"epochs": epochs} if epochs else {})}
     elif (out / "last.pt").exists():
@@ -50,15 +51,18 @@ def train(data: str | None, images: str | None = None, net: str = "segnet", out:
         raise InputError(f"--depth {depth}: the segmenter's encoder takes 1 to 5 halvings")
     if image_size % 2 ** depth:
         raise InputError(f"--image-size {image_size}: a segmenter of depth {depth} needs a multiple of {2 ** depth}")
+    if aux_points < 0:
+        raise InputError(f"--aux-points {aux_points}: a loss weight cannot be negative")
     if class_weights and len(class_weights) != len(CLASSES):
         raise InputError(f"--class-weights: {len(class_weights)} values for the {len(CLASSES)} classes")
     dataset = load_parts(data, images, image_size, channels, use_cache)
     train_set, val_set = hold_out_people(dataset, val_fraction, data)
     aug = AugmentConfig() if augment else None
     train_set.augment = aug
+    train_set.with_points = aux_points > 0
     net_cfg = SegmenterConfig(arch=net, in_channels=dataset.channels, image_size=dataset.size,
                               num_classes=dataset.num_classes, width=width, class_weights=tuple(class_weights),
-                              loss=loss, depth=depth)
+                              loss=loss, depth=depth, aux_points=aux_points)
     cfg = solver_config(solver)
     torch.manual_seed(cfg.seed)
     model = SegmenterNet(net_cfg)

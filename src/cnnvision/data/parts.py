@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 
 from cnnvision.data.augment import AugmentConfig, jitter_intensity, random_transforms, to_float, warp
 from cnnvision.data.dataset import ImageSet
+from cnnvision.data.layouts import IBUG68
 
 CLASSES = ("background", "skin", "eyes", "nose", "mouth")
 # Each part's outline as point indices, painted in this order (later parts cover earlier ones).
@@ -55,6 +56,7 @@ class SegmentationDataset(ImageSet):
     augment: AugmentConfig | None = field(default=None, repr=False)
     num_classes: int = len(CLASSES)
     points: torch.Tensor | None = field(default=None, repr=False)
+    with_points: bool = field(default=False, repr=False)  # training batches also give the moved points
 
     def __post_init__(self):
         self.check_square()
@@ -70,7 +72,7 @@ class SegmentationDataset(ImageSet):
         return SegmentationDataset(self.images[idx], self.masks[idx],
                                    pick(self.identities) if self.identities else None,
                                    pick(self.names) if self.names else None, self.augment, self.num_classes,
-                                   self.points[idx] if self.points is not None else None)
+                                   self.points[idx] if self.points is not None else None, self.with_points)
 
     def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None):
         """float images (B, C, S, S) in [0, 1] and long masks (B, S, S). Training batches move the
@@ -84,13 +86,15 @@ class SegmentationDataset(ImageSet):
         if generator is not None and self.augment is not None:
             A, t, mirror = random_transforms(x.shape[0], self.augment, generator)
             points = self.points[idx].float() if self.points is not None else None
-            x, points = warp(x, points, A, t, mirror, None)  # no point swap: both eyes are one class
+            x, points = warp(x, points, A, t, mirror, IBUG68.flip_permutation())  # a mirror swaps left and right
             if points is not None:
                 masks = torch.from_numpy(np.stack([rasterise(p, x.shape[-1]) for p in points.numpy()]))
             else:
                 m, _ = warp(masks[:, None].float(), None, A, t, mirror, None, mode="nearest")  # (B, 1, S, S)
                 masks = m[:, 0].round()
             x = jitter_intensity(x, self.augment, generator)
+            if self.with_points:
+                return x, (masks.long(), points)
         return x, masks.long()
 
 

@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnvision.data.augment import pixels_to_unit
 from cnnvision.layers import conv_relu, deconv, pool
+from cnnvision.nets.keypoints import cell_centres, soft_argmax
 
 # One colour per class for overlays: background (unused), skin, eyes, nose, mouth.
 PALETTE = torch.tensor([(0, 0, 0), (255, 190, 120), (40, 120, 255), (60, 220, 80), (240, 40, 60)], dtype=torch.uint8)
@@ -45,7 +47,8 @@ class SegNet(nn.Module):
     Any input whose sides are multiples of 2**depth gives logits of the same size.
     """
 
-    def __init__(self, in_channels: int, classes: int, width: int = 16, depth: int = 3):
+    def __init__(self, in_channels: int, classes: int, width: int = 16, depth: int = 3, points: int = 0,
+                 image_size: int = 96):
         super().__init__()
         widths = [width * 2 ** min(i, 3) for i in range(depth + 1)]
 
@@ -56,18 +59,29 @@ class SegNet(nn.Module):
         self.pool = pool(2)
         self.up = nn.ModuleList(Up(cin, cout) for cin, cout in zip(widths[:0:-1], widths[-2::-1]))
         self.classify = nn.Conv2d(width, classes, 1)
+        # Optional training aid: one heatmap per landmark from the same full-resolution features,
+        # read out by soft-argmax, so the features learn where the outlines' corners are.
+        self.heatmaps = nn.Conv2d(width, points, 1) if points else None
+        self.register_buffer("grid", cell_centres(image_size), persistent=False)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+        if self.heatmaps is not None:
+            nn.init.normal_(self.heatmaps.weight, std=1e-3)
 
-    def forward(self, x):
+    def forward(self, x, with_points: bool = False):
         skips = []
         for i, stage in enumerate(self.down):
             x = stage(self.pool(x) if i else x)  # (B, widths[i], S / 2**i, S / 2**i)
             skips.append(x)
         for up, skip in zip(self.up, reversed(skips[:-1])):
             x = up(x, skip)                      # twice the resolution, the skip's channels
-        return self.classify(x)                  # (B, classes, S, S)
+        logits = self.classify(x)                # (B, classes, S, S)
+        if not with_points:
+            return logits
+        side = x.shape[-1]
+        grid = self.grid if len(self.grid) == side else cell_centres(side).to(x.device)
+        return logits, soft_argmax(self.heatmaps(x), grid).view(len(x), -1, 2)  # points (B, K, 2) in [-1, 1]
 
     def _load_from_state_dict(self, state, prefix, *args):
         # Checkpoints from before the depth was a setting name the stages enc1..enc4, up3..up1.
@@ -88,6 +102,7 @@ class SegmenterConfig:
     depth: int = 3                  # halvings in the encoder: stride 2**depth at the bottom
     class_weights: tuple[float, ...] = ()  # cross-entropy weight per class, () = unweighted
     loss: str = "ce"                # ce (cross-entropy) | ce_dice (plus soft Dice) | ce_lovasz (plus Lovasz-softmax)
+    aux_points: float = 0.0         # weight of an extra L1 loss on 68 landmarks from heatmaps (training only), 0 = off
 
     def __post_init__(self):
         self.class_weights = tuple(self.class_weights)  # a list when read back from JSON
@@ -104,7 +119,8 @@ class SegmenterNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         if cfg.arch == "segnet":
-            self.model = SegNet(cfg.in_channels, cfg.num_classes, cfg.width, cfg.depth)
+            self.model = SegNet(cfg.in_channels, cfg.num_classes, cfg.width, cfg.depth,
+                                68 if cfg.aux_points else 0, cfg.image_size)
         else:
             raise ValueError(f"unknown segmentation net {cfg.arch!r} (use segnet)")
         if cfg.loss not in LOSSES:
@@ -113,9 +129,22 @@ class SegmenterNet(nn.Module):
             raise ValueError(f"class_weights has {len(cfg.class_weights)} values for {cfg.num_classes} classes")
 
     def forward(self, x):
-        return self.model(x)  # (B, classes, S, S) logits
+        """(B, classes, S, S) logits; while training with ``aux_points``, also the landmarks."""
+        return self.model(x, with_points=self.training and self.cfg.aux_points > 0)
 
-    def loss(self, out: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def loss(self, out, target) -> torch.Tensor:
+        """``target``: masks (B, S, S), or (masks, points (B, 68, 2) in pixels) for ``aux_points``."""
+        masks, points = target if isinstance(target, (tuple, list)) else (target, None)
+        aux = 0.0
+        if isinstance(out, tuple):
+            out, predicted = out
+            if points is None:
+                raise ValueError("aux_points needs the training points: the dataset has none")
+            side = out.shape[-1]
+            aux = self.cfg.aux_points * (predicted.float() - pixels_to_unit(points, side)).abs().mean()
+        return self.mask_loss(out, masks) + aux
+
+    def mask_loss(self, out: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         weight = out.new_tensor(self.cfg.class_weights, dtype=torch.float32) if self.cfg.class_weights else None
         ce = F.cross_entropy(out.float(), masks, weight=weight)
         if self.cfg.loss == "ce":
