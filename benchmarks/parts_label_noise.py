@@ -1,0 +1,115 @@
+"""How far apart two labellings of the same face are, and so how high face-part IoU can go.
+
+639 frame names appear in both the training and the test CSV of youtube-faces-68. The two images
+of a name are the same video frame, or one a moment apart, cut out at another offset, and each
+has its own 68 points. This script:
+
+1. registers the two images by phase correlation (the image alone, no points) and ranks the
+   pairs by how alike they are after that shift;
+2. maps the test frame's points onto the training frame's by the similarity transform that fits
+   them best (taking out the cut-out offset and any head motion), and measures the mean IoU of
+   the two part masks drawn in the 96 px crop, as ``evaluate`` draws them;
+3. takes the points' scatter on the most alike pairs as the labels' own noise (each labelling
+   carries half of the squared difference) and draws the held-out people's masks again with
+   that noise added: the IoU of those against the noise-free masks is what a net that found
+   every outline exactly would score against such labels.
+
+    python benchmarks/parts_label_noise.py
+"""
+import csv
+
+import numpy as np
+from PIL import Image
+
+from cnnvision.data.faces68 import face_box
+from cnnvision.data.parts import CLASSES, rasterise
+from compare_dlib import DATA, held_out_rows
+
+SIZE = 96
+REGIONS = {"jaw": range(0, 17), "brows": range(17, 27), "nose": range(27, 36), "eyes": range(36, 48),
+           "mouth": range(48, 68)}
+
+
+def read_points(path) -> dict:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    return {row[0]: np.array(row[1:], np.float64).reshape(68, 2) for row in rows}
+
+
+def register(a: np.ndarray, b: np.ndarray) -> tuple[int, int, float]:
+    """The shift (dx, dy) with b[y + dy, x + dx] ~ a[y, x] by phase correlation, and the mean
+    absolute difference of the overlap after it, in units of a's standard deviation."""
+    cross = np.fft.fft2(b) * np.conj(np.fft.fft2(a))
+    peak = np.fft.ifft2(cross / (np.abs(cross) + 1e-9)).real
+    dy, dx = np.unravel_index(peak.argmax(), peak.shape)
+    dy, dx = (dy + a.shape[0] // 2) % a.shape[0] - a.shape[0] // 2, (dx + a.shape[1] // 2) % a.shape[1] - a.shape[1] // 2
+    h, w = a.shape
+    ya, yb, xa, xb = max(0, -dy), min(h, h - dy), max(0, -dx), min(w, w - dx)
+    A, B = a[ya:yb, xa:xb], b[ya + dy:yb + dy, xa + dx:xb + dx]
+    return int(dx), int(dy), float(np.abs((A - A.mean()) - (B - B.mean())).mean() / (A.std() + 1e-9))
+
+
+def similarity_onto(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """src (K, 2) moved by the rotation, scale and shift that bring it closest to dst."""
+    zs, zd = (src - src.mean(0)) @ [1, 1j], (dst - dst.mean(0)) @ [1, 1j]
+    moved = zs * (np.conj(zs) @ zd) / (np.conj(zs) @ zs)
+    return np.stack([moved.real, moved.imag], 1) + dst.mean(0)
+
+
+def crop_points(points: np.ndarray, box) -> np.ndarray:
+    """Source pixels -> pixels of the SIZE crop of ``box`` (as faces68 maps them)."""
+    x0, y0, x1, _ = box
+    return (points + 0.5 - np.array([x0, y0])) / ((x1 - x0) / SIZE) - 0.5
+
+
+def mean_iou(pairs) -> tuple[float, np.ndarray]:
+    confusion = np.zeros((len(CLASSES), len(CLASSES)))
+    for a, b in pairs:
+        codes = rasterise(a, SIZE).astype(int) * len(CLASSES) + rasterise(b, SIZE)
+        confusion += np.bincount(codes.ravel(), minlength=len(CLASSES) ** 2).reshape(len(CLASSES), -1)
+    inter = np.diag(confusion)
+    iou = inter / (confusion.sum(0) + confusion.sum(1) - inter)
+    return float(iou[1:].mean()), iou[1:]
+
+
+def main():
+    train, test = read_points(DATA / "training_frames_keypoints.csv"), read_points(DATA / "test_frames_keypoints.csv")
+    pairs = []
+    for name in sorted(set(train) & set(test)):
+        a = np.asarray(Image.open(DATA / "training" / name).convert("L"), np.float64)
+        b = np.asarray(Image.open(DATA / "test" / name).convert("L"), np.float64)
+        if a.shape != b.shape:
+            continue
+        *_, difference = register(a, b)
+        box = face_box(train[name].astype(np.float32))
+        mine = crop_points(train[name], box)
+        theirs = similarity_onto(crop_points(test[name], box), mine)
+        pairs.append((difference, mine, theirs))
+    pairs.sort(key=lambda p: p[0])
+    print(f"{len(pairs)} frames labelled twice; classes {', '.join(CLASSES[1:])}")
+    print("most alike | pairs | two labellings' mean IoU (per class) | scatter of the points, crop px rms")
+    for share in (0.1, 0.25, 0.5, 1.0):
+        part = pairs[:max(10, round(len(pairs) * share))]
+        miou, iou = mean_iou((m, t) for _, m, t in part)
+        scatter = np.array([t - m for _, m, t in part])
+        spread = " ".join(f"{k} {scatter[:, list(r)].std():.2f}" for k, r in REGIONS.items())
+        print(f"{share:>10.0%} | {len(part):5d} | {miou:.3f} ({' '.join(f'{v:.3f}' for v in iou)}) | {spread}")
+
+    alike = np.array([t - m for _, m, t in pairs[:round(len(pairs) * 0.1)]])
+    sigma = np.zeros((68, 1))
+    for r in REGIONS.values():
+        sigma[list(r)] = alike[:, list(r)].std() / np.sqrt(2)  # each labelling's share of the scatter
+    _, held_out = held_out_rows(DATA / "training_frames_keypoints.csv", 0.15)
+    rng = np.random.default_rng(0)
+    clean = [crop_points(p, face_box(p.astype(np.float32))) for p in held_out]
+    exact, iou = mean_iou((p, p + rng.normal(size=p.shape) * sigma) for p in clean)
+    twice, iou2 = mean_iou((p + rng.normal(size=p.shape) * sigma, p + rng.normal(size=p.shape) * sigma)
+                           for p in clean)
+    print(f"label noise from the most alike 10%: {' '.join(f'{k} {sigma[r[0], 0]:.2f}' for k, r in REGIONS.items())}"
+          " crop px per coordinate")
+    print(f"held-out people ({len(clean)} faces), that noise added: a net exact to the outlines would score "
+          f"{exact:.3f} ({' '.join(f'{v:.3f}' for v in iou)}); two noisy labellings agree at {twice:.3f}")
+
+
+if __name__ == "__main__":
+    main()
