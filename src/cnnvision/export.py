@@ -5,8 +5,8 @@ The exported graph takes float images in [0, 1], (batch, C, S, S), and returns w
 (batch, K, 2), for classifiers the class probabilities, for segmenters the per-pixel class
 probabilities (batch, classes, H, W), and for the detector its output grid (batch, 5, H/8, W/8):
 objectness probability and corner offsets, which ``boxes.decode`` turns into boxes. These two
-fully convolutional graphs take any height and width that are multiples of 8 (segmentation) or
-32 (detection).
+fully convolutional graphs take any height and width that are multiples of 2**depth for a
+segmenter (16 for ``face-parts``) or of 32 for the detector.
 """
 import warnings
 from pathlib import Path
