@@ -19,10 +19,13 @@ has its own 68 points. This script:
 import csv
 
 import numpy as np
+import torch
 from PIL import Image
 
 from cnnvision.data.faces68 import face_box
 from cnnvision.data.parts import CLASSES, rasterise
+from cnnvision.images import to_crop
+from cnnvision.nets.segment import iou_metrics
 from compare_dlib import DATA, held_out_rows
 
 SIZE = 96
@@ -56,20 +59,12 @@ def similarity_onto(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.stack([moved.real, moved.imag], 1) + dst.mean(0)
 
 
-def crop_points(points: np.ndarray, box) -> np.ndarray:
-    """Source pixels -> pixels of the SIZE crop of ``box`` (as faces68 maps them)."""
-    x0, y0, x1, _ = box
-    return (points + 0.5 - np.array([x0, y0])) / ((x1 - x0) / SIZE) - 0.5
-
-
-def mean_iou(pairs) -> tuple[float, np.ndarray]:
-    confusion = np.zeros((len(CLASSES), len(CLASSES)))
-    for a, b in pairs:
-        codes = rasterise(a, SIZE).astype(int) * len(CLASSES) + rasterise(b, SIZE)
-        confusion += np.bincount(codes.ravel(), minlength=len(CLASSES) ** 2).reshape(len(CLASSES), -1)
-    inter = np.diag(confusion)
-    iou = inter / (confusion.sum(0) + confusion.sum(1) - inter)
-    return float(iou[1:].mean()), iou[1:]
+def mean_iou(pairs) -> tuple[float, list[float]]:
+    """Mean IoU over classes 1 and up, and each class's, of the masks drawn from pairs of points."""
+    first, second = zip(*((rasterise(a, SIZE), rasterise(b, SIZE)) for a, b in pairs))
+    metrics = iou_metrics(torch.from_numpy(np.stack(second)).long(), torch.from_numpy(np.stack(first)).long(),
+                          len(CLASSES))
+    return metrics["miou"], metrics["iou"][1:]
 
 
 def main():
@@ -82,8 +77,8 @@ def main():
             continue
         *_, difference = register(a, b)
         box = face_box(train[name].astype(np.float32))
-        mine = crop_points(train[name], box)
-        theirs = similarity_onto(crop_points(test[name], box), mine)
+        mine = to_crop(train[name], box, SIZE)
+        theirs = similarity_onto(to_crop(test[name], box, SIZE), mine)
         pairs.append((difference, mine, theirs))
     pairs.sort(key=lambda p: p[0])
     print(f"{len(pairs)} frames labelled twice; classes {', '.join(CLASSES[1:])}")
@@ -101,7 +96,7 @@ def main():
         sigma[list(r)] = alike[:, list(r)].std() / np.sqrt(2)  # each labelling's share of the scatter
     _, held_out = held_out_rows(DATA / "training_frames_keypoints.csv", 0.15)
     rng = np.random.default_rng(0)
-    clean = [crop_points(p, face_box(p.astype(np.float32))) for p in held_out]
+    clean = [to_crop(p, face_box(p.astype(np.float32)), SIZE) for p in held_out]
     exact, iou = mean_iou((p, p + rng.normal(size=p.shape) * sigma) for p in clean)
     twice, iou2 = mean_iou((p + rng.normal(size=p.shape) * sigma, p + rng.normal(size=p.shape) * sigma)
                            for p in clean)

@@ -47,8 +47,7 @@ class SegNet(nn.Module):
     Any input whose sides are multiples of 2**depth gives logits of the same size.
     """
 
-    def __init__(self, in_channels: int, classes: int, width: int = 16, depth: int = 3, points: int = 0,
-                 image_size: int = 96):
+    def __init__(self, in_channels: int, classes: int, width: int = 16, depth: int = 3, points: int = 0):
         super().__init__()
         widths = [width * 2 ** min(i, 3) for i in range(depth + 1)]
 
@@ -62,7 +61,6 @@ class SegNet(nn.Module):
         # Optional training aid: one heatmap per landmark from the same full-resolution features,
         # read out by soft-argmax, so the features learn where the outlines' corners are.
         self.heatmaps = nn.Conv2d(width, points, 1) if points else None
-        self.register_buffer("grid", cell_centres(image_size), persistent=False)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
@@ -79,8 +77,7 @@ class SegNet(nn.Module):
         logits = self.classify(x)                # (B, classes, S, S)
         if not with_points:
             return logits
-        side = x.shape[-1]
-        grid = self.grid if len(self.grid) == side else cell_centres(side).to(x.device)
+        grid = cell_centres(x.shape[-1]).to(x.device)  # square inputs: the same centres across and down
         return logits, soft_argmax(self.heatmaps(x), grid).view(len(x), -1, 2)  # points (B, K, 2) in [-1, 1]
 
     def _load_from_state_dict(self, state, prefix, *args):
@@ -119,8 +116,7 @@ class SegmenterNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         if cfg.arch == "segnet":
-            self.model = SegNet(cfg.in_channels, cfg.num_classes, cfg.width, cfg.depth,
-                                68 if cfg.aux_points else 0, cfg.image_size)
+            self.model = SegNet(cfg.in_channels, cfg.num_classes, cfg.width, cfg.depth, 68 if cfg.aux_points else 0)
         else:
             raise ValueError(f"unknown segmentation net {cfg.arch!r} (use segnet)")
         if cfg.loss not in LOSSES:
