@@ -41,6 +41,19 @@ def test_resume_extends_a_run(trained, capsys):
     assert len((trained / "metrics.csv").read_text().splitlines()) == 4
 
 
+def test_augment_flag_is_recorded_and_kept_on_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--synthetic-count", "40", "--net", "basic_cnn", "--epochs", "1", "--batch-size", "16",
+            "--out", str(out), "--augment", "rotate=3,flip=0"]
+    assert main(args) == 0
+    stored = json.loads((out / "config.json").read_text())["augment"]
+    assert stored["rotate"] == 3.0 and stored["flip"] is False and stored["scale"] == 0.08
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2"]) == 0
+    assert json.loads((out / "config.json").read_text())["augment"] == stored
+    assert main(args[:-2] + ["--out", str(tmp_path / "b"), "--augment", "rotate=3", "--no-augment"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--augment and --no-augment contradict each other; give one")
+
+
 def test_evaluate_and_json(trained, tmp_path, faces96, capsys):
     data = tmp_path / "training.csv"
     write_kaggle_csv(faces96, data)

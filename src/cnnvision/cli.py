@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="segmentation: weight of an extra loss on the 68 landmarks, read from heatmaps off the "
                         "segmenter's last features while training (default 0, off)")
     p.add_argument("--no-augment", action="store_true", help="train without flips, warps and jitter")
+    p.add_argument("--augment", metavar="NAME=VALUE,...",
+                   help="change the task's augmentation: flip (0 or 1), rotate (max degrees), scale, shift "
+                        "(max fractions of the side), brightness, contrast; e.g. rotate=6,shift=0.03")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed CSV rows instead of stopping")
     p.add_argument("--no-cache", action="store_true", help="parse the data again instead of using the cache")
     p.add_argument("--synthetic-count", type=int, default=2400, help="faces to draw when there is no --data")
@@ -146,6 +149,14 @@ def train_task(a: argparse.Namespace) -> str:
 SEGMENTATION_FLAGS = {"--depth": "depth", "--class-weights": "class_weights", "--aux-points": "aux_points"}
 
 
+def train_augment(a: argparse.Namespace) -> bool | dict:
+    """What the apps' ``augment`` takes: False (--no-augment), True, or the fields --augment changes."""
+    if a.no_augment and a.augment:
+        raise InputError("--augment and --no-augment contradict each other; give one")
+    from cnnvision.data.augment import parse_augment
+    return False if a.no_augment else parse_augment(a.augment) if a.augment else True
+
+
 def run(a: argparse.Namespace) -> int:
     from cnnvision import checkpoint
     from cnnvision.apps import classify, detect, keypoints, segment
@@ -160,14 +171,14 @@ def run(a: argparse.Namespace) -> int:
         if net not in CLASSIFIER_NETS:
             raise InputError(f"--net {net} is not a classifier; classification uses {', '.join(CLASSIFIER_NETS)}")
         out = a.out or f"runs/{net}-{Path(a.data).name if a.data else 'mnist'}"
-        classify.train(a.data, net, out, a.resume, not a.no_augment, **solver_overrides(a))
+        classify.train(a.data, net, out, a.resume, train_augment(a), **solver_overrides(a))
     elif a.command == "train" and train_task(a) == "detection":
         if a.net not in (None, "fcn_detector"):
             raise InputError(f"--net {a.net} is not a detector; detection uses fcn_detector")
         if a.loss not in (None, "bce", "l2"):
             raise InputError(f"--loss {a.loss} is not a detection loss; detection uses bce or l2")
         detect.train(a.data, a.images, a.out or "runs/fcn_detector", a.resume, a.scene_count,
-                     a.image_size or 160, a.val_fraction, a.width or 16, a.loss or "bce",
+                     a.image_size or 160, a.val_fraction, a.width or 16, a.loss or "bce", train_augment(a),
                      **solver_overrides(a))
     elif a.command == "train" and train_task(a) == "segmentation":
         net = a.net or "segnet"
@@ -182,7 +193,7 @@ def run(a: argparse.Namespace) -> int:
         if a.loss not in (None, "ce", "ce_dice", "ce_lovasz"):
             raise InputError(f"--loss {a.loss} is not a segmentation loss; segmentation uses ce, ce_dice or ce_lovasz")
         segment.train(a.data, a.images, net, a.out or f"runs/{net}-{data_name}", a.resume, a.val_fraction,
-                      a.image_size or 96, a.channels, a.width or 16, not a.no_cache, not a.no_augment, weights,
+                      a.image_size or 96, a.channels, a.width or 16, not a.no_cache, train_augment(a), weights,
                       a.loss or "ce", 3 if a.depth is None else a.depth, a.aux_points or 0.0, **solver_overrides(a))
     elif a.command == "train":
         a.net = a.net or "kpheat"
@@ -197,7 +208,7 @@ def run(a: argparse.Namespace) -> int:
         if a.loss not in (None, "l1", "mse", "smooth_l1"):
             raise InputError(f"--loss {a.loss} is not a keypoint loss; keypoints use l1, mse or smooth_l1")
         keypoints.train(a.data, a.images, a.net, out, a.resume, a.val_fraction, a.image_size or 96, a.channels,
-                        a.width or 24, a.skip_bad_rows, not a.no_cache, not a.no_augment, a.synthetic_count,
+                        a.width or 24, a.skip_bad_rows, not a.no_cache, train_augment(a), a.synthetic_count,
                         a.loss or "l1",
                         **solver_overrides(a))
     elif a.command == "evaluate":

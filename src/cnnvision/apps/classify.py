@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 from cnnvision import checkpoint
 from cnnvision import images as imgs
 from cnnvision.apps.keypoints import solver_config
+from cnnvision.data.augment import make_augment
 from cnnvision.data.mnist import ClassificationDataset, digit_augment, load_mnist
 from cnnvision.errors import InputError
 from cnnvision.nets.classify import ClassifierConfig, ClassifierNet
@@ -25,14 +26,15 @@ NO_DATA = ("classification needs --data: a folder with the MNIST idx files (trai
 
 
 def train(data: str | None, net: str = "lenet5", out: str | Path = "runs/lenet5-mnist", resume: bool = False,
-          augment: bool = True, **solver) -> dict:
+          augment: bool | dict = True, **solver) -> dict:
     """Train a classifier on an MNIST folder's training files and report its best checkpoint on
-    the held-out digits. ``solver`` holds SolverConfig fields. Returns the final metrics."""
+    the held-out digits. ``augment``: False, True (``digit_augment``) or a dict of AugmentConfig
+    fields to change. ``solver`` holds SolverConfig fields. Returns the final metrics."""
     out = Path(out)
     if resume:
         stored = checkpoint.load(out / "last.pt")["config"]
         epochs = solver.get("epochs")
-        data, net, augment = stored["data"], stored["net"]["arch"], stored["augment"] is not None
+        data, net, augment = stored["data"], stored["net"]["arch"], stored["augment"] or False
         solver = {**stored["solver"], **({"epochs": epochs} if epochs else {})}
     elif (out / "last.pt").exists():
         raise InputError(f"{out}: already holds a run (last.pt); use --resume to continue it or another --out")
@@ -44,7 +46,7 @@ def train(data: str | None, net: str = "lenet5", out: str | Path = "runs/lenet5-
     if held_out < 1:
         raise InputError(f"{data}: too few training digits ({n}) to hold out a validation set")
     train_set, val_set = digits.subset(torch.arange(n - held_out)), digits.subset(torch.arange(n - held_out, n))
-    aug = digit_augment() if augment else None
+    aug = make_augment(augment, digit_augment())
     train_set.augment = aug
     net_cfg = ClassifierConfig(arch=net, in_channels=digits.channels, image_size=digits.size,
                                num_classes=digits.num_classes)

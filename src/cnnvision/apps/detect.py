@@ -10,7 +10,7 @@ import torch
 from cnnvision import checkpoint
 from cnnvision import images as imgs
 from cnnvision.apps.keypoints import solver_config
-from cnnvision.data.augment import AugmentConfig
+from cnnvision.data.augment import AugmentConfig, make_augment
 from cnnvision.data.dataset import hold_out_people, identity_from_name, split_by_identity
 from cnnvision.data.faces68 import parse_points_csv
 from cnnvision.data.scenes import concat, frame_crops, frames, scenes
@@ -21,8 +21,9 @@ from cnnvision.solver import evaluate, train_in_folder
 
 def train(data: str, images: str, out: str | Path, resume: bool = False, scene_count: int = 3000,
           image_size: int = 160, val_fraction: float = 0.15, width: int = 16, objectness_loss: str = "bce",
-          **solver) -> dict:
-    """Train on scenes of the training people; validate on the held-out people's frames."""
+          augment: bool | dict = True, **solver) -> dict:
+    """Train on scenes of the training people; validate on the held-out people's frames.
+    ``augment``: False, True (the default warps and jitter) or a dict of AugmentConfig fields to change."""
     out = Path(out)
     if resume:
         stored = checkpoint.load(out / "last.pt")["config"]
@@ -30,6 +31,7 @@ def train(data: str, images: str, out: str | Path, resume: bool = False, scene_c
         data, images, scene_count = stored["data"], stored["images"], stored["scene_count"]
         image_size, val_fraction, width = stored["image_size"], stored["val_fraction"], stored["net"]["width"]
         objectness_loss = stored["net"].get("objectness_loss", "bce")
+        augment = stored.get("augment", True) or False  # runs from before --augment kept no record
         solver = {**stored["solver"], **({"epochs": epochs} if epochs else {})}
     elif (out / "last.pt").exists():
         raise InputError(f"{out}: already holds a run (last.pt); use --resume to continue it or another --out")
@@ -46,13 +48,14 @@ def train(data: str, images: str, out: str | Path, resume: bool = False, scene_c
     train_set = concat([scenes(data, images, scene_count - real, image_size, net_cfg.in_channels, train_people),
                         frame_crops(data, images, real, image_size, net_cfg.in_channels, train_people,
                                     inside=0.1, tiles=(1, 1, 2, 3))])
-    train_set.augment = AugmentConfig()
+    train_set.augment = make_augment(augment, AugmentConfig())
     val_set = frames(data, images, image_size, net_cfg.in_channels).subset(val_idx)
     cfg = solver_config(solver)
     torch.manual_seed(cfg.seed)
     model = DetectorNet(net_cfg)
     run_config = {"command": "train", "task": "detection", "data": str(data), "images": str(images),
                   "scene_count": scene_count, "image_size": image_size, "val_fraction": val_fraction,
+                  "augment": asdict(train_set.augment) if train_set.augment else None,
                   "net": asdict(net_cfg), "solver": asdict(cfg), "train_count": len(train_set),
                   "val_count": len(val_set), "val_people": len({people[i] for i in val_idx.tolist()})}
     summary = (f"{len(train_set)} training pictures of {len(train_people)} people; {len(val_set)} validation "

@@ -14,7 +14,7 @@ from PIL import Image
 from cnnvision import checkpoint
 from cnnvision import images as imgs
 from cnnvision.data import load_keypoints
-from cnnvision.data.augment import AugmentConfig
+from cnnvision.data.augment import AugmentConfig, make_augment
 from cnnvision.data.dataset import KeypointDataset, hold_out_people, split_summary
 from cnnvision.data.kaggle import KEYPOINT_COLUMNS, load_arrays, read_rows
 from cnnvision.errors import InputError
@@ -31,11 +31,12 @@ def solver_config(overrides: dict) -> SolverConfig:
 
 def train(data: str | None = None, images: str | None = None, net: str = "kpheat", out: str | Path = "runs/keypoints",
           resume: bool = False, val_fraction: float = 0.15, image_size: int = 96, channels: int = 1,
-          width: int = 24, skip_bad_rows: bool = False, use_cache: bool = True, augment: bool = True,
+          width: int = 24, skip_bad_rows: bool = False, use_cache: bool = True, augment: bool | dict = True,
           synthetic_count: int = 2400, loss: str = "l1", **solver) -> dict:
     """Train a keypoint Net, evaluate its best checkpoint on the held-out people, and draw them.
 
-    ``solver`` holds SolverConfig fields (epochs, lr, batch_size, ...). Returns the final metrics.
+    ``augment``: False, True (the default warps and jitter) or a dict of AugmentConfig fields to
+    change. ``solver`` holds SolverConfig fields (epochs, lr, batch_size, ...). Returns the final metrics.
     """
     out = Path(out)
     if resume:
@@ -43,7 +44,7 @@ def train(data: str | None = None, images: str | None = None, net: str = "kpheat
         epochs = solver.get("epochs")
         data, images, net = stored["data"], stored["images"], stored["net"]["arch"]
         val_fraction, image_size, channels = stored["val_fraction"], stored["image_size"], stored["channels"]
-        width, skip_bad_rows, augment = stored["net"]["width"], stored["skip_bad_rows"], stored["augment"] is not None
+        width, skip_bad_rows, augment = stored["net"]["width"], stored["skip_bad_rows"], stored["augment"] or False
         synthetic_count, loss = stored["synthetic_count"], stored["net"]["loss"]
         solver = {**stored["solver"], **({"epochs": epochs} if epochs else {})}
     elif (out / "last.pt").exists():
@@ -52,7 +53,7 @@ def train(data: str | None = None, images: str | None = None, net: str = "kpheat
         solver["epochs"] = 8  # the synthetic faces are easy: the demo stays a few minutes long
     dataset = load_keypoints(data, images, image_size, channels, skip_bad_rows, use_cache, synthetic_count)
     train_set, val_set = hold_out_people(dataset, val_fraction, data)
-    aug = AugmentConfig() if augment else None
+    aug = make_augment(augment, AugmentConfig())
     train_set.augment = aug
     net_cfg = KeypointNetConfig(arch=net, layout=dataset.layout.name, in_channels=dataset.channels,
                                 image_size=dataset.size, width=width, loss=loss)

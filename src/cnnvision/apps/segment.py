@@ -15,7 +15,7 @@ from PIL import Image
 from cnnvision import checkpoint
 from cnnvision import images as imgs
 from cnnvision.apps.keypoints import solver_config, unique_name
-from cnnvision.data.augment import AugmentConfig
+from cnnvision.data.augment import AugmentConfig, make_augment
 from cnnvision.data.dataset import hold_out_people, split_summary
 from cnnvision.data.parts import CLASSES, SegmentationDataset, load_parts
 from cnnvision.errors import InputError
@@ -28,10 +28,11 @@ NO_DATA = ("segmentation needs --data: a 68-point CSV (file name, then x0,y0..x6
 
 def train(data: str | None, images: str | None = None, net: str = "segnet", out: str | Path = "runs/segnet",
           resume: bool = False, val_fraction: float = 0.15, image_size: int = 96, channels: int = 1,
-          width: int = 16, use_cache: bool = True, augment: bool = True, class_weights: tuple[float, ...] = (),
+          width: int = 16, use_cache: bool = True, augment: bool | dict = True, class_weights: tuple[float, ...] = (),
           loss: str = "ce", depth: int = 3, aux_points: float = 0.0, **solver) -> dict:
     """Train a segmenter on a 68-point file's faces, evaluate its best checkpoint on the held-out
-    people, and draw them. ``solver`` holds SolverConfig fields. Returns the final metrics."""
+    people, and draw them. ``augment``: False, True (the default warps and jitter) or a dict of
+    AugmentConfig fields to change. ``solver`` holds SolverConfig fields. Returns the final metrics."""
     out = Path(out)
     if resume:
         stored = checkpoint.load(out / "last.pt")["config"]
@@ -41,7 +42,7 @@ def train(data: str | None, images: str | None = None, net: str = "segnet", out:
         width, class_weights = stored["net"]["width"], stored["net"]["class_weights"]
         loss, depth = stored["net"].get("loss", "ce"), stored["net"].get("depth", 3)
         aux_points = stored["net"].get("aux_points", 0.0)
-        augment = stored["augment"] is not None
+        augment = stored["augment"] or False
         solver = {**stored["solver"], **({"epochs": epochs} if epochs else {})}
     elif (out / "last.pt").exists():
         raise InputError(f"{out}: already holds a run (last.pt); use --resume to continue it or another --out")
@@ -57,7 +58,7 @@ def train(data: str | None, images: str | None = None, net: str = "segnet", out:
         raise InputError(f"--class-weights: {len(class_weights)} values for the {len(CLASSES)} classes")
     dataset = load_parts(data, images, image_size, channels, use_cache)
     train_set, val_set = hold_out_people(dataset, val_fraction, data)
-    aug = AugmentConfig() if augment else None
+    aug = make_augment(augment, AugmentConfig())
     train_set.augment = aug
     train_set.with_points = aux_points > 0
     net_cfg = SegmenterConfig(arch=net, in_channels=dataset.channels, image_size=dataset.size,

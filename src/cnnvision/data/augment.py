@@ -5,7 +5,7 @@ to the whole batch by a single ``grid_sample``; the same matrices move the point
 also swaps left/right points. Brightness and contrast are per-image affine maps of intensity.
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,36 @@ class AugmentConfig:
     shift: float = 0.06        # max translation, fraction of the image side
     brightness: float = 0.15   # max added intensity (images in [0, 1])
     contrast: float = 0.25     # max relative contrast change
+
+
+def make_augment(augment: "bool | dict", default: AugmentConfig) -> AugmentConfig | None:
+    """A run's augmentation: ``False`` none, ``True`` the task's ``default``, and a dict that default
+    with the named fields changed (as ``parse_augment`` gives them, or a stored run's config)."""
+    if augment is False:
+        return None
+    return replace(default, **augment) if isinstance(augment, dict) else default
+
+
+def parse_augment(spec: str) -> dict:
+    """``--augment``'s "rotate=6,shift=0.03,flip=0" -> {"rotate": 6.0, "shift": 0.03, "flip": False};
+    an unknown name or a value that is not a non-negative number (flip: 0 or 1) raises InputError."""
+    from cnnvision.errors import InputError
+    names = [f.name for f in fields(AugmentConfig)]
+    changes = {}
+    for item in spec.split(","):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in names:
+            raise InputError(f"--augment {spec}: '{name}' is not one of {', '.join(names)} (NAME=VALUE,...)")
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if name == "flip" and number not in (0, 1) or not 0 <= number < math.inf:
+            allowed = "0 or 1" if name == "flip" else "a number >= 0"
+            raise InputError(f"--augment {spec}: {name} must be {allowed}, not '{value}'")
+        changes[name] = bool(number) if name == "flip" else number
+    return changes
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
