@@ -12,7 +12,10 @@ has its own 68 points. This script:
 3. takes the points' scatter on the most alike pairs as the labels' own noise (each labelling
    carries half of the squared difference) and draws the held-out people's masks again with
    that noise added: the IoU of those against the noise-free masks is what a net that found
-   every outline exactly would score against such labels.
+   every outline exactly would score against such labels;
+4. scores the shipped ``face-parts`` net on the same training frames of the held-out people,
+   against each labelling, beside the two labellings' agreement on those frames: how far the
+   net is from a second labeller on faces it never saw.
 
     python benchmarks/parts_label_noise.py
 """
@@ -22,8 +25,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cnnvision import checkpoint
 from cnnvision.data.faces68 import face_box
-from cnnvision.data.parts import CLASSES, rasterise
+from cnnvision.data.parts import CLASSES, load_parts, rasterise
 from cnnvision.images import to_crop
 from cnnvision.nets.segment import iou_metrics
 from compare_dlib import DATA, held_out_rows
@@ -61,10 +65,36 @@ def similarity_onto(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 def mean_iou(pairs) -> tuple[float, list[float]]:
     """Mean IoU over classes 1 and up, and each class's, of the masks drawn from pairs of points."""
-    first, second = zip(*((rasterise(a, SIZE), rasterise(b, SIZE)) for a, b in pairs))
+    return masks_iou(zip(*((rasterise(a, SIZE), rasterise(b, SIZE)) for a, b in pairs)))
+
+
+def masks_iou(masks) -> tuple[float, list[float]]:
+    """Mean IoU over classes 1 and up, and each class's, of (true masks, other masks)."""
+    first, second = masks
     metrics = iou_metrics(torch.from_numpy(np.stack(second)).long(), torch.from_numpy(np.stack(first)).long(),
                           len(CLASSES))
     return metrics["miou"], metrics["iou"][1:]
+
+
+def shipped_net_beside_labellers(pairs, held_out_names: set) -> None:
+    """The shipped face-parts net on the training frames of held-out people that have a second
+    labelling, scored against each, beside the two labellings' own agreement."""
+    net = checkpoint.load_net(None, "face-parts")
+    faces = load_parts(DATA / "training_frames_keypoints.csv", DATA / "training", net.cfg.image_size,
+                       net.cfg.in_channels)
+    index = {name: i for i, name in enumerate(faces.names)}
+    mine = [p for p in pairs if p[1] in held_out_names and p[1] in index]
+    from cnnvision.solver import predict
+    predicted = predict(net, faces.subset([index[p[1]] for p in mine])).argmax(1).to(torch.uint8).numpy()
+    print(f"held-out people's frames labelled twice, most alike first | pairs | second labelling vs first | "
+          f"face-parts vs first | face-parts vs second")
+    for share in (0.25, 0.5, 1.0):
+        n = max(10, round(len(mine) * share))
+        first = [rasterise(m, SIZE) for _, _, m, _ in mine[:n]]
+        second = [rasterise(t, SIZE) for *_, t in mine[:n]]
+        cells = [masks_iou((first, second)), masks_iou((first, predicted[:n])), masks_iou((second, predicted[:n]))]
+        print(f"{share:>10.0%} | {n:5d} | " + " | ".join(f"{m:.3f} ({' '.join(f'{v:.3f}' for v in iou)})"
+                                                        for m, iou in cells))
 
 
 def main():
@@ -79,22 +109,22 @@ def main():
         box = face_box(train[name].astype(np.float32))
         mine = to_crop(train[name], box, SIZE)
         theirs = similarity_onto(to_crop(test[name], box, SIZE), mine)
-        pairs.append((difference, mine, theirs))
+        pairs.append((difference, name, mine, theirs))
     pairs.sort(key=lambda p: p[0])
     print(f"{len(pairs)} frames labelled twice; classes {', '.join(CLASSES[1:])}")
     print("most alike | pairs | two labellings' mean IoU (per class) | scatter of the points, crop px rms")
     for share in (0.1, 0.25, 0.5, 1.0):
         part = pairs[:max(10, round(len(pairs) * share))]
-        miou, iou = mean_iou((m, t) for _, m, t in part)
-        scatter = np.array([t - m for _, m, t in part])
+        miou, iou = mean_iou((m, t) for *_, m, t in part)
+        scatter = np.array([t - m for *_, m, t in part])
         spread = " ".join(f"{k} {scatter[:, list(r)].std():.2f}" for k, r in REGIONS.items())
         print(f"{share:>10.0%} | {len(part):5d} | {miou:.3f} ({' '.join(f'{v:.3f}' for v in iou)}) | {spread}")
 
-    alike = np.array([t - m for _, m, t in pairs[:round(len(pairs) * 0.1)]])
+    alike = np.array([t - m for *_, m, t in pairs[:round(len(pairs) * 0.1)]])
     sigma = np.zeros((68, 1))
     for r in REGIONS.values():
         sigma[list(r)] = alike[:, list(r)].std() / np.sqrt(2)  # each labelling's share of the scatter
-    _, held_out = held_out_rows(DATA / "training_frames_keypoints.csv", 0.15)
+    held_out_names, held_out = held_out_rows(DATA / "training_frames_keypoints.csv", 0.15)
     rng = np.random.default_rng(0)
     clean = [to_crop(p, face_box(p.astype(np.float32)), SIZE) for p in held_out]
     exact, iou = mean_iou((p, p + rng.normal(size=p.shape) * sigma) for p in clean)
@@ -104,6 +134,7 @@ def main():
           " crop px per coordinate")
     print(f"held-out people ({len(clean)} faces), that noise added: a net exact to the outlines would score "
           f"{exact:.3f} ({' '.join(f'{v:.3f}' for v in iou)}); two noisy labellings agree at {twice:.3f}")
+    shipped_net_beside_labellers(pairs, set(held_out_names))
 
 
 if __name__ == "__main__":
