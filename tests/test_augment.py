@@ -26,9 +26,10 @@ def test_parse_augment_changes_named_fields_only():
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("spin=3", "'spin' is not one of flip, rotate"), ("rotate=-1", "rotate must be a number >= 0, not '-1'"),
-    ("rotate", "rotate must be a number >= 0, not ''"), ("scale=nan", "scale must be"),
-    ("flip=2", "flip must be 0 or 1"), ("shift=inf", "shift must be")])
+    ("spin=3", "'spin' is not one of flip, rotate"), ("rotate=-1", "rotate must be from 0 to 180, not '-1'"),
+    ("shift", "shift must be a number >= 0, not ''"), ("scale=nan", "scale must be"),
+    ("flip=2", "flip must be 0 or 1"), ("shift=inf", "shift must be"),
+    ("scale=1", "scale must be from 0 to below 1"), ("rotate=190", "rotate must be from 0 to 180")])
 def test_parse_augment_refuses_bad_specs(spec, message):
     from cnnvision.data.augment import parse_augment
     from cnnvision.errors import InputError

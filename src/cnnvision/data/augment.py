@@ -10,6 +10,8 @@ from dataclasses import dataclass, fields, replace
 import torch
 import torch.nn.functional as F
 
+from cnnvision.errors import InputError
+
 
 @dataclass
 class AugmentConfig:
@@ -19,6 +21,9 @@ class AugmentConfig:
     shift: float = 0.06        # max translation, fraction of the image side
     brightness: float = 0.15   # max added intensity (images in [0, 1])
     contrast: float = 0.25     # max relative contrast change
+
+
+AUGMENT_FIELDS = [f.name for f in fields(AugmentConfig)]
 
 
 def make_augment(augment: "bool | dict", default: AugmentConfig) -> AugmentConfig | None:
@@ -31,22 +36,20 @@ def make_augment(augment: "bool | dict", default: AugmentConfig) -> AugmentConfi
 
 def parse_augment(spec: str) -> dict:
     """``--augment``'s "rotate=6,shift=0.03,flip=0" -> {"rotate": 6.0, "shift": 0.03, "flip": False};
-    an unknown name or a value that is not a non-negative number (flip: 0 or 1) raises InputError."""
-    from cnnvision.errors import InputError
-    names = [f.name for f in fields(AugmentConfig)]
+    an unknown name or a value out of its range raises InputError."""
+    limits = {"flip": "0 or 1", "rotate": "from 0 to 180", "scale": "from 0 to below 1"}
     changes = {}
     for item in spec.split(","):
-        name, _, value = item.partition("=")
-        name = name.strip()
-        if name not in names:
-            raise InputError(f"--augment {spec}: '{name}' is not one of {', '.join(names)} (NAME=VALUE,...)")
+        name, _, value = (part.strip() for part in item.partition("="))
+        if name not in AUGMENT_FIELDS:
+            raise InputError(f"--augment {spec}: '{name}' is not one of {', '.join(AUGMENT_FIELDS)} (NAME=VALUE,...)")
         try:
             number = float(value)
         except ValueError:
-            number = -1.0
-        if name == "flip" and number not in (0, 1) or not 0 <= number < math.inf:
-            allowed = "0 or 1" if name == "flip" else "a number >= 0"
-            raise InputError(f"--augment {spec}: {name} must be {allowed}, not '{value}'")
+            number = math.nan
+        fits = {"flip": number in (0, 1), "rotate": 0 <= number <= 180, "scale": 0 <= number < 1}
+        if not fits.get(name, 0 <= number < math.inf):
+            raise InputError(f"--augment {spec}: {name} must be {limits.get(name, 'a number >= 0')}, not '{value}'")
         changes[name] = bool(number) if name == "flip" else number
     return changes
 
