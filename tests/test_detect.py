@@ -149,3 +149,18 @@ def test_shipped_face_detector_on_people_it_never_saw(shared, tmp_path):
     metrics = json.loads(report.read_text())
     assert metrics["count"] == 438
     assert metrics["ap50"] == pytest.approx(0.997, abs=0.005) and metrics["recall50"] >= 0.97
+
+
+def test_cli_train_without_augmentation_is_recorded_and_resumed(tmp_path):
+    import json
+
+    from cnnvision.cli import main
+    from test_data import write_faces68
+    csv_path, images = write_faces68(tmp_path, n=9)
+    out = tmp_path / "det"
+    assert main(["train", "--task", "detection", "--data", str(csv_path), "--images", str(images), "--scene-count", "8",
+                 "--image-size", "64", "--width", "4", "--epochs", "1", "--batch-size", "8", "--out", str(out),
+                 "--val-fraction", "0.34", "--no-augment"]) == 0
+    assert json.loads((out / "config.json").read_text())["augment"] is None
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2"]) == 0
+    assert json.loads((out / "config.json").read_text())["augment"] is None
