@@ -30,6 +30,7 @@ from cnnvision.data.faces68 import face_box
 from cnnvision.data.parts import CLASSES, load_parts, rasterise
 from cnnvision.images import to_crop
 from cnnvision.nets.segment import iou_metrics
+from cnnvision.solver import predict
 from compare_dlib import DATA, held_out_rows
 
 SIZE = 96
@@ -83,15 +84,14 @@ def shipped_net_beside_labellers(pairs, held_out_names: set) -> None:
     faces = load_parts(DATA / "training_frames_keypoints.csv", DATA / "training", net.cfg.image_size,
                        net.cfg.in_channels)
     index = {name: i for i, name in enumerate(faces.names)}
-    mine = [p for p in pairs if p[1] in held_out_names and p[1] in index]
-    from cnnvision.solver import predict
-    predicted = predict(net, faces.subset([index[p[1]] for p in mine])).argmax(1).to(torch.uint8).numpy()
+    held = [p for p in pairs if p[1] in held_out_names and p[1] in index]
+    predicted = predict(net, faces.subset([index[p[1]] for p in held])).argmax(1).to(torch.uint8).numpy()
     print(f"held-out people's frames labelled twice, most alike first | pairs | second labelling vs first | "
           f"face-parts vs first | face-parts vs second")
     for share in (0.25, 0.5, 1.0):
-        n = max(10, round(len(mine) * share))
-        first = [rasterise(m, SIZE) for _, _, m, _ in mine[:n]]
-        second = [rasterise(t, SIZE) for *_, t in mine[:n]]
+        n = max(10, round(len(held) * share))
+        first = [rasterise(m, SIZE) for _, _, m, _ in held[:n]]
+        second = [rasterise(t, SIZE) for *_, t in held[:n]]
         cells = [masks_iou((first, second)), masks_iou((first, predicted[:n])), masks_iou((second, predicted[:n]))]
         print(f"{share:>10.0%} | {n:5d} | " + " | ".join(f"{m:.3f} ({' '.join(f'{v:.3f}' for v in iou)})"
                                                         for m, iou in cells))
