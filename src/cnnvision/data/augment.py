@@ -24,9 +24,16 @@ class AugmentConfig:
 
 
 AUGMENT_FIELDS = [f.name for f in fields(AugmentConfig)]
+# What --augment accepts for each field: a test of the number and how to say it; the rest take any number >= 0.
+AUGMENT_RANGES = {
+    "flip": (lambda v: v in (0, 1), "0 or 1"),
+    "rotate": (lambda v: 0 <= v <= 180, "from 0 to 180"),
+    "scale": (lambda v: 0 <= v < 1, "from 0 to below 1"),  # 1 or more can zero the warp's matrix
+}
+NON_NEGATIVE = (lambda v: 0 <= v < math.inf, "a number >= 0")
 
 
-def make_augment(augment: "bool | dict", default: AugmentConfig) -> AugmentConfig | None:
+def make_augment(augment: bool | dict, default: AugmentConfig) -> AugmentConfig | None:
     """A run's augmentation: ``False`` none, ``True`` the task's ``default``, and a dict that default
     with the named fields changed (as ``parse_augment`` gives them, or a stored run's config)."""
     if augment is False:
@@ -37,7 +44,6 @@ def make_augment(augment: "bool | dict", default: AugmentConfig) -> AugmentConfi
 def parse_augment(spec: str) -> dict:
     """``--augment``'s "rotate=6,shift=0.03,flip=0" -> {"rotate": 6.0, "shift": 0.03, "flip": False};
     an unknown name or a value out of its range raises InputError."""
-    limits = {"flip": "0 or 1", "rotate": "from 0 to 180", "scale": "from 0 to below 1"}
     changes = {}
     for item in spec.split(","):
         name, _, value = (part.strip() for part in item.partition("="))
@@ -46,10 +52,10 @@ def parse_augment(spec: str) -> dict:
         try:
             number = float(value)
         except ValueError:
-            number = math.nan
-        fits = {"flip": number in (0, 1), "rotate": 0 <= number <= 180, "scale": 0 <= number < 1}
-        if not fits.get(name, 0 <= number < math.inf):
-            raise InputError(f"--augment {spec}: {name} must be {limits.get(name, 'a number >= 0')}, not '{value}'")
+            number = math.nan  # fails every range below
+        fits, allowed = AUGMENT_RANGES.get(name, NON_NEGATIVE)
+        if not fits(number):
+            raise InputError(f"--augment {spec}: {name} must be {allowed}, not '{value}'")
         changes[name] = bool(number) if name == "flip" else number
     return changes
 
