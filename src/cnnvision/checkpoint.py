@@ -56,3 +56,18 @@ def load_net(checkpoint: str | Path | None = None, pretrained: str | None = None
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise InputError(f"{path}: checkpoint does not match its net ({str(e).splitlines()[0]})") from None
     return net.eval()
+
+
+def init_from(net, path: str | Path) -> int:
+    """Start ``net`` from another checkpoint's weights (fine-tuning, or a larger crop from a
+    smaller one): every tensor whose name and shape match is copied; returns how many. A
+    checkpoint of another task, or one that shares nothing, is refused."""
+    state = load(path)
+    if state["net"].get("task") != net.task:
+        raise InputError(f"{path}: is a {state['net'].get('task')} checkpoint; --init needs a {net.task} one")
+    own = net.state_dict()
+    matched = {k: v for k, v in state["model"].items() if k in own and own[k].shape == v.shape}
+    if not any(k.endswith("weight") for k in matched):
+        raise InputError(f"{path}: shares no weights with this net (another architecture or width)")
+    net.load_state_dict(matched, strict=False)
+    return len(matched)

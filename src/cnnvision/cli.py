@@ -49,9 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
                                      "a classifier or a segmenter")
     p.add_argument("--task", choices=["keypoints", "classification", "segmentation", "detection"],
                    help="default keypoints (a resumed run keeps its own)")
-    p.add_argument("--data", help="Kaggle training.csv(.gz) or a 68-point CSV; default: synthetic faces; "
-                                  "classification: the MNIST folder")
-    p.add_argument("--images", metavar="DIR", help="image folder of a 68-point CSV")
+    p.add_argument("--data", action="append",
+                   help="Kaggle training.csv(.gz) or a 68-point CSV; default: synthetic faces; classification: the "
+                        "MNIST folder. Keypoints: repeat to train on several sources at once (each 68-point CSV "
+                        "with its own --images, in the same order)")
+    p.add_argument("--images", metavar="DIR", action="append", help="image folder of a 68-point CSV")
+    p.add_argument("--share", metavar="S,S,...",
+                   help="keypoints with several --data: each source's share of a training batch, in --data "
+                        "order (e.g. 0.6,0.4; default: in proportion to their sizes)")
+    p.add_argument("--init", metavar="FILE",
+                   help="keypoints: start from this checkpoint's weights (those of matching name and shape)")
     p.add_argument("--net", choices=["basic_cnn", "kpnet", "kpheat", "hourglass", *CLASSIFIER_NETS, *SEGMENTATION_NETS,
                                      "fcn_detector"],
                    help="default kpheat; classification: lenet5 (or mlp, softmax); segmentation: segnet; "
@@ -157,10 +164,33 @@ def train_augment(a: argparse.Namespace) -> bool | dict:
     return False if a.no_augment else parse_augment(a.augment) if a.augment else True
 
 
+def single_source(a: argparse.Namespace) -> None:
+    """Tasks other than keypoints read one --data (and one --images)."""
+    for flag, name in (("--data", "data"), ("--images", "images")):
+        given = getattr(a, name)
+        if given and len(given) > 1:
+            raise InputError(f"{flag} given {len(given)} times; only keypoint training reads several sources")
+        setattr(a, name, given[0] if given else None)
+    for flag, name in (("--share", "share"), ("--init", "init")):
+        if getattr(a, name) is not None:
+            raise InputError(f"{flag} applies to keypoint training only")
+
+
+def parse_shares(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise InputError(f"--share {text}: expected numbers separated by commas") from None
+
+
 def run(a: argparse.Namespace) -> int:
     from cnnvision import checkpoint
     from cnnvision.apps import classify, detect, keypoints, segment
 
+    if a.command == "train" and train_task(a) != "keypoints":
+        single_source(a)
     if a.command == "train" and train_task(a) != "segmentation":
         for flag, name in SEGMENTATION_FLAGS.items():
             if getattr(a, name) is not None:
@@ -203,13 +233,17 @@ def run(a: argparse.Namespace) -> int:
             raise InputError(f"--net {a.net} is a segmentation net: add --task segmentation")
         if a.net == "fcn_detector":
             raise InputError(f"--net {a.net} is a detector: add --task detection")
-        data_name = Path(a.data).name.split(".")[0] if a.data else "synthetic"
+        data_name = "+".join(Path(d).name.split(".")[0] for d in a.data) if a.data else "synthetic"
         out = a.out or f"runs/{a.net}-{data_name}"
         if a.loss not in (None, "l1", "mse", "smooth_l1"):
             raise InputError(f"--loss {a.loss} is not a keypoint loss; keypoints use l1, mse or smooth_l1")
-        keypoints.train(a.data, a.images, a.net, out, a.resume, a.val_fraction, a.image_size or 96, a.channels,
+        data = a.data if a.data and len(a.data) > 1 else (a.data[0] if a.data else None)
+        images = a.images if a.data and len(a.data) > 1 else (a.images[0] if a.images else None)
+        if a.images and len(a.images) > 1 and not isinstance(data, list):
+            raise InputError(f"--images given {len(a.images)} times for one --data")
+        keypoints.train(data, images, a.net, out, a.resume, a.val_fraction, a.image_size or 96, a.channels,
                         a.width or 24, a.skip_bad_rows, not a.no_cache, train_augment(a), a.synthetic_count,
-                        a.loss or "l1",
+                        a.loss or "l1", parse_shares(a.share), a.init,
                         **solver_overrides(a))
     elif a.command == "evaluate":
         net = checkpoint.load_net(a.checkpoint, a.pretrained)

@@ -153,7 +153,9 @@ class Solver:
         ctx, size = self.ctx, self.cfg.batch_size
         base = self.cfg.seed * 100_003 + self.epoch * 1_009
         torch.manual_seed(base + 1 + ctx.rank)  # dropout
-        order = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(base))
+        shuffle = torch.Generator().manual_seed(base)
+        epoch_order = getattr(self.train_set, "epoch_order", None)  # sets that mix sources by share
+        order = epoch_order(shuffle) if epoch_order else torch.randperm(len(self.train_set), generator=shuffle)
         # Every process takes its own slice of the same shuffle: a global batch of size * world.
         mine = order[ctx.rank::ctx.world]
         if ctx.active:

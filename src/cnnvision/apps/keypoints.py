@@ -13,7 +13,7 @@ from PIL import Image
 
 from cnnvision import checkpoint
 from cnnvision import images as imgs
-from cnnvision.data import load_keypoints
+from cnnvision.data import load_keypoints, load_sources
 from cnnvision.data.augment import AugmentConfig, make_augment
 from cnnvision.data.dataset import KeypointDataset, hold_out_people, split_summary
 from cnnvision.data.kaggle import KEYPOINT_COLUMNS, load_arrays, read_rows
@@ -29,14 +29,18 @@ def solver_config(overrides: dict) -> SolverConfig:
     return SolverConfig(**{k: v for k, v in overrides.items() if k in known and v is not None})
 
 
-def train(data: str | None = None, images: str | None = None, net: str = "kpheat", out: str | Path = "runs/keypoints",
-          resume: bool = False, val_fraction: float = 0.15, image_size: int = 96, channels: int = 1,
-          width: int = 24, skip_bad_rows: bool = False, use_cache: bool = True, augment: bool | dict = True,
-          synthetic_count: int = 2400, loss: str = "l1", **solver) -> dict:
+def train(data: str | list | None = None, images: str | list | None = None, net: str = "kpheat",
+          out: str | Path = "runs/keypoints", resume: bool = False, val_fraction: float = 0.15, image_size: int = 96,
+          channels: int = 1, width: int = 24, skip_bad_rows: bool = False, use_cache: bool = True,
+          augment: bool | dict = True, synthetic_count: int = 2400, loss: str = "l1",
+          shares: list[float] | None = None, init: str | None = None, **solver) -> dict:
     """Train a keypoint Net, evaluate its best checkpoint on the held-out people, and draw them.
 
-    ``augment``: False, True (the default warps and jitter) or a dict of AugmentConfig fields to
-    change. ``solver`` holds SolverConfig fields (epochs, lr, batch_size, ...). Returns the final metrics.
+    ``data``/``images``: one file (and its image folder) or lists of them, trained on together
+    with ``shares`` of each batch (default: by size). ``augment``: False, True (the default warps
+    and jitter) or a dict of AugmentConfig fields to change. ``init``: a checkpoint whose weights
+    start the net (every tensor of the same name and shape; fine-tuning). ``solver`` holds
+    SolverConfig fields (epochs, lr, batch_size, ...). Returns the final metrics.
     """
     out = Path(out)
     if resume:
@@ -46,13 +50,16 @@ def train(data: str | None = None, images: str | None = None, net: str = "kpheat
         val_fraction, image_size, channels = stored["val_fraction"], stored["image_size"], stored["channels"]
         width, skip_bad_rows, augment = stored["net"]["width"], stored["skip_bad_rows"], stored["augment"] or False
         synthetic_count, loss = stored["synthetic_count"], stored["net"]["loss"]
+        shares, init = stored.get("shares"), None  # the weights come from last.pt
         solver = {**stored["solver"], **({"epochs": epochs} if epochs else {})}
     elif (out / "last.pt").exists():
         raise InputError(f"{out}: already holds a run (last.pt); use --resume to continue it or another --out")
     elif data is None and "epochs" not in solver:
         solver["epochs"] = 8  # the synthetic faces are easy: the demo stays a few minutes long
-    dataset = load_keypoints(data, images, image_size, channels, skip_bad_rows, use_cache, synthetic_count)
-    train_set, val_set = hold_out_people(dataset, val_fraction, data)
+    paths = data if isinstance(data, list) else [data]
+    folders = images if isinstance(images, list) else [images] * (images is not None)
+    dataset = load_sources(paths, folders, image_size, channels, skip_bad_rows, use_cache, synthetic_count, shares)
+    train_set, val_set = hold_out_people(dataset, val_fraction, paths)
     aug = make_augment(augment, AugmentConfig())
     train_set.augment = aug
     net_cfg = KeypointNetConfig(arch=net, layout=dataset.layout.name, in_channels=dataset.channels,
@@ -60,8 +67,11 @@ def train(data: str | None = None, images: str | None = None, net: str = "kpheat
     cfg = solver_config(solver)
     torch.manual_seed(cfg.seed)
     model = KeypointNet(net_cfg)
+    if init:
+        checkpoint.init_from(model, init)
     run_config = {
-        "command": "train", "data": str(data) if data else None, "images": str(images) if images else None,
+        "command": "train", "data": plain(data), "images": plain(images), "shares": list(dataset.shares or []) or None,
+        "split": split_kinds(dataset), "init": str(init) if init else None,
         "synthetic_count": synthetic_count, "val_fraction": val_fraction, "image_size": image_size,
         "channels": channels, "skip_bad_rows": skip_bad_rows,
         "net": asdict(net_cfg), "solver": asdict(cfg), "augment": asdict(aug) if aug else None,
@@ -80,6 +90,26 @@ def train(data: str | None = None, images: str | None = None, net: str = "kpheat
     print(f"best checkpoint {out / 'best.pt'}: " + json.dumps(metrics))
     print(f"predictions on held-out faces: {out / 'predictions.png'}")
     return metrics
+
+
+def plain(value):
+    """A path or list of paths as config.json stores it."""
+    if isinstance(value, list):
+        return [str(v) if v is not None else None for v in value]
+    return str(value) if value else None
+
+
+def split_kinds(dataset) -> list[str]:
+    """How each source's validation faces were chosen: 'identity' (no person on both sides),
+    'photo' (no photo on both sides) or 'row'."""
+    from cnnvision.data.dataset import identities_from_names
+    sources = dataset.sources if dataset.sources is not None else torch.zeros(len(dataset), dtype=torch.long)
+    kinds = []
+    for k in range(int(sources.max()) + 1):
+        names = [dataset.names[i] for i in torch.nonzero(sources == k).flatten().tolist()] if dataset.names else None
+        files = names and names[0].lower().endswith((".jpg", ".jpeg", ".png", ".bmp", ".webp"))
+        kinds.append(identities_from_names(names)[1] if files else "identity" if dataset.identities else "row")
+    return kinds
 
 
 def write_json(path: str | Path, obj) -> None:

@@ -2,7 +2,7 @@
 picks the reader from the file itself."""
 from pathlib import Path
 
-from cnnvision.data.dataset import KeypointDataset, split_by_identity
+from cnnvision.data.dataset import KeypointDataset, join, split_by_identity
 from cnnvision.data.kaggle import load_kaggle, read_rows
 from cnnvision.errors import InputError
 
@@ -41,4 +41,25 @@ def load_keypoints(path: str | Path | None, images: str | Path | None = None, si
     return load_faces68(path, images, size, channels, use_cache)
 
 
-__all__ = ["KeypointDataset", "load_keypoints", "split_by_identity", "sniff"]
+def load_sources(paths: list[str | None], images: list[str | None], size: int = 96, channels: int = 1,
+                 skip_bad_rows: bool = False, use_cache: bool = True, synthetic_count: int = 2400,
+                 shares: list[float] | None = None) -> KeypointDataset:
+    """Several keypoint files trained on together (``--data A --images DA --data B --images DB``):
+    the ``images`` list pairs with ``paths`` in order (missing or ``None`` entries for Kaggle
+    CSVs); ``shares`` (normalised to sum to 1) sets each source's part of a training batch."""
+    if len(images) > len(paths):
+        raise InputError(f"{len(images)} --images folders for {len(paths)} --data files; give one --images per 68-point --data, in order")
+    images = list(images) + [None] * (len(paths) - len(images))
+    if len(paths) == 1 and not shares:
+        return load_keypoints(paths[0], images[0], size, channels, skip_bad_rows, use_cache, synthetic_count)
+    if shares is not None:
+        if len(shares) != len(paths):
+            raise InputError(f"--share has {len(shares)} values for {len(paths)} --data sources; give one per source")
+        if any(not (0 <= s < float("inf")) for s in shares) or sum(shares) <= 0:
+            raise InputError(f"--share {','.join(f'{s:g}' for s in shares)}: shares must be numbers >= 0, not all 0")
+        shares = [s / sum(shares) for s in shares]
+    parts = [load_keypoints(p, i, size, channels, skip_bad_rows, use_cache, synthetic_count) for p, i in zip(paths, images)]
+    return join(parts, tuple(shares) if shares else None)
+
+
+__all__ = ["KeypointDataset", "load_keypoints", "load_sources", "split_by_identity", "sniff"]

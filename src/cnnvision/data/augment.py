@@ -21,6 +21,9 @@ class AugmentConfig:
     shift: float = 0.06        # max translation, fraction of the image side
     brightness: float = 0.15   # max added intensity (images in [0, 1])
     contrast: float = 0.25     # max relative contrast change
+    occlude: float = 0.0       # share of images given a random grey or noise patch (a hand, a cup, hair)
+    blur: float = 0.0          # share of images blurred (out of focus, motion, a small face enlarged)
+    noise: float = 0.0         # max standard deviation of added pixel noise (sensor noise, JPEG)
 
 
 AUGMENT_FIELDS = [f.name for f in fields(AugmentConfig)]
@@ -29,6 +32,8 @@ AUGMENT_RANGES = {
     "flip": (lambda v: v in (0, 1), "0 or 1"),
     "rotate": (lambda v: 0 <= v <= 180, "from 0 to 180"),
     "scale": (lambda v: 0 <= v < 1, "from 0 to below 1"),  # 1 or more can zero the warp's matrix
+    "occlude": (lambda v: 0 <= v <= 1, "a share from 0 to 1"),
+    "blur": (lambda v: 0 <= v <= 1, "a share from 0 to 1"),
 }
 NON_NEGATIVE = (lambda v: 0 <= v < math.inf, "a number >= 0")
 
@@ -144,6 +149,38 @@ def jitter_colour(images: torch.Tensor, generator: torch.Generator | None, gain:
     return torch.where(to_grey, luma.expand_as(images), images)
 
 
+def degrade(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """Photo troubles on float images (B, C, S, S) in [0, 1]: a share ``blur`` of them blurred
+    (a 3x3 or 5x5 box, the cheap stand-in for focus and motion), a share ``occlude`` given one
+    rectangle of flat grey or noise covering 5-30% of the side squared, and noise of a random
+    strength up to ``noise``. Points are unchanged: an occluded point is still where it is."""
+    B, C, H, W = images.shape
+    if cfg.blur > 0:
+        chosen = torch.rand(B, generator=generator) < cfg.blur
+        if chosen.any():
+            k = 3 if torch.rand(1, generator=generator).item() < 0.6 else 5
+            blurred = F.avg_pool2d(F.pad(images, (k // 2,) * 4, mode="replicate"), k, stride=1)
+            images = torch.where(chosen[:, None, None, None], blurred, images)
+    if cfg.occlude > 0:
+        chosen = (torch.rand(B, generator=generator) < cfg.occlude).tolist()
+        sides = (torch.rand(B, 2, generator=generator) * 0.45 + 0.15) * torch.tensor([W, H])
+        corners = torch.rand(B, 2, generator=generator) * (torch.tensor([W, H]) - sides)
+        fills = torch.rand(B, generator=generator)
+        for b in range(B):
+            if not chosen[b]:
+                continue
+            (x0, y0), (w, h) = corners[b].long().tolist(), sides[b].long().tolist()
+            patch = images[b, :, y0:y0 + h, x0:x0 + w]
+            if fills[b] < 0.5:
+                patch.fill_(float(fills[b]) * 2)
+            else:
+                patch.copy_(torch.rand(patch.shape, generator=generator))
+    if cfg.noise > 0:
+        sigma = torch.rand(B, 1, 1, 1, generator=generator) * cfg.noise
+        images = (images + torch.randn(images.shape, generator=generator) * sigma).clamp_(0, 1)
+    return images
+
+
 def augment(images: torch.Tensor, points: torch.Tensor | None, cfg: AugmentConfig,
             flip_perm: list[int] | None, generator: torch.Generator | None = None):
     """uint8 (B, C, S, S) and pixel points (B, K, 2) -> augmented float images in [0, 1] and points.
@@ -153,4 +190,7 @@ def augment(images: torch.Tensor, points: torch.Tensor | None, cfg: AugmentConfi
     x = to_float(images)
     A, t, mirror = random_transforms(x.shape[0], cfg, generator)
     x, points = warp(x, points, A, t, mirror, flip_perm)
-    return jitter_intensity(x, cfg, generator), points
+    x = jitter_intensity(x, cfg, generator)
+    if cfg.occlude or cfg.blur or cfg.noise:
+        x = degrade(x, cfg, generator)
+    return x, points

@@ -49,6 +49,8 @@ class KeypointDataset(ImageSet):
     identities: list[str] | None = None
     names: list[str] | None = None
     augment: AugmentConfig | None = field(default=None, repr=False)
+    sources: torch.Tensor | None = field(default=None, repr=False)  # (N,) which source file each face came from
+    shares: tuple[float, ...] | None = field(default=None, repr=False)  # each source's share of a training batch
 
     def __post_init__(self):
         self.check_square()
@@ -63,7 +65,30 @@ class KeypointDataset(ImageSet):
         pick = (lambda seq: [seq[i] for i in idx.tolist()])
         return KeypointDataset(self.images[idx], self.points[idx], self.layout, self.boxes[idx],
                                pick(self.identities) if self.identities else None,
-                               pick(self.names) if self.names else None, self.augment)
+                               pick(self.names) if self.names else None, self.augment,
+                               self.sources[idx] if self.sources is not None else None, self.shares)
+
+    def source(self, k: int) -> "KeypointDataset":
+        """The faces of the k-th source alone."""
+        return self.subset(torch.nonzero(self.sources == k).flatten())
+
+    def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
+        """The sample indices of one training epoch: a shuffle of all of them, or, where the set
+        joins several sources with ``shares``, about ``len(self)`` indices drawn so that each
+        source fills its share of every batch (a small source repeats, a large one is sampled)."""
+        if self.shares is None or self.sources is None:
+            return torch.randperm(len(self), generator=generator)
+        n, picked = len(self), []
+        for k, share in enumerate(self.shares):
+            members = torch.nonzero(self.sources == k).flatten()
+            want = int(round(n * share))
+            if want == 0 or len(members) == 0:
+                continue
+            reps = -(-want // len(members))
+            draws = torch.cat([members[torch.randperm(len(members), generator=generator)] for _ in range(reps)])
+            picked.append(draws[:want])
+        order = torch.cat(picked)
+        return order[torch.randperm(len(order), generator=generator)]
 
     def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None):
         """float images (B, C, S, S) in [0, 1] and points (B, K, 2) in crop pixels."""
@@ -77,6 +102,21 @@ def identity_from_name(name: str) -> str:
     """'Luis_Fonsi_21.jpg' -> 'Luis_Fonsi': the frame number is dropped."""
     stem = re.sub(r"\.[A-Za-z0-9]+$", "", name.rsplit("/", 1)[-1])
     return re.sub(r"_\d+$", "", stem)
+
+
+def identities_from_names(names: list[str]) -> tuple[list[str], str]:
+    """Who each file shows, and by what a validation split should go: ``"identity"`` where the
+    file names carry a person (YouTube-Faces' ``Person_Name_NN.jpg``: no name prefix holds more
+    than 50 files or 5% of them), else ``"photo"``, each photo its own group (faces-300w's
+    ``lfpw_image_0001.jpg`` or ``afw_<id>.jpg`` name a collection, not a person, so every face
+    of a photo stays on one side and no collection lands whole in validation)."""
+    people = [identity_from_name(n) for n in names]
+    counts: dict[str, int] = {}
+    for person in people:
+        counts[person] = counts.get(person, 0) + 1
+    if max(counts.values(), default=0) <= max(50, 0.05 * len(names)):
+        return people, "identity"
+    return list(names), "photo"
 
 
 def split_by_identity(identities: list[str] | None, n: int, val_fraction: float, seed: int = 0):
@@ -103,12 +143,45 @@ def split_by_identity(identities: list[str] | None, n: int, val_fraction: float,
 
 
 def hold_out_people(dataset, val_fraction: float, source) -> tuple:
-    """(train, validation) subsets of a dataset with identities, no person on both sides, as
-    ``train`` makes them and ``evaluate --split`` remakes them."""
+    """(train, validation) subsets of a dataset with identities, no person (or photo, where there
+    are no identities) on both sides, as ``train`` makes them and ``evaluate --split`` remakes
+    them. A set joined from several sources is split source by source, so each source's
+    held-out faces are the ones it would have alone."""
+    sources = getattr(dataset, "sources", None)
+    if sources is not None and int(sources.max()) > 0:
+        train_idx, val_idx = [], []
+        for k in range(int(sources.max()) + 1):
+            members = torch.nonzero(sources == k).flatten()
+            names = source[k] if isinstance(source, (list, tuple)) else source
+            tr, va = split_by_identity([dataset.identities[i] for i in members.tolist()] if dataset.identities else None,
+                                       len(members), val_fraction)
+            if len(tr) < 2 or len(va) < 1:
+                raise InputError(f"{names}: too few faces ({len(members)}) to hold out a validation set")
+            train_idx.append(members[tr])
+            val_idx.append(members[va])
+        return dataset.subset(torch.cat(train_idx)), dataset.subset(torch.cat(val_idx))
     train_idx, val_idx = split_by_identity(dataset.identities, len(dataset), val_fraction)
     if len(train_idx) < 2 or len(val_idx) < 1:
         raise InputError(f"{source}: too few faces ({len(dataset)}) to hold out a validation set")
     return dataset.subset(train_idx), dataset.subset(val_idx)
+
+
+def join(parts: list["KeypointDataset"], shares: tuple[float, ...] | None = None) -> "KeypointDataset":
+    """One set of faces from several sources of one layout and crop size, each face remembering
+    its source (``sources``); identities are prefixed with the source's number so two files'
+    people never merge. ``shares``: each source's share of a training batch (default: in
+    proportion to its size)."""
+    first = parts[0]
+    for p in parts[1:]:
+        if p.layout != first.layout or p.images.shape[1:] != first.images.shape[1:]:
+            raise InputError("the data sources differ in layout or crop size and cannot be trained on together")
+    named = lambda seq, k, n: [f"{k}:{x}" for x in seq] if seq else [f"{k}:{i}" for i in range(n)]  # noqa: E731
+    return KeypointDataset(
+        torch.cat([p.images for p in parts]), torch.cat([p.points for p in parts]), first.layout,
+        torch.cat([p.boxes for p in parts]),
+        [x for k, p in enumerate(parts) for x in named(p.identities, k, len(p))],
+        [x for p in parts for x in (p.names or [""] * len(p))], first.augment,
+        torch.cat([torch.full((len(p),), k, dtype=torch.long) for k, p in enumerate(parts)]), shares)
 
 
 def split_summary(train_set, val_set) -> str:

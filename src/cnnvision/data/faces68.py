@@ -13,7 +13,7 @@ import torch
 
 from cnnvision import images as imgs
 from cnnvision.data import cache
-from cnnvision.data.dataset import KeypointDataset, identity_from_name
+from cnnvision.data.dataset import KeypointDataset, identities_from_names
 from cnnvision.data.kaggle import read_rows
 from cnnvision.data.layouts import IBUG68
 from cnnvision.errors import InputError
@@ -54,8 +54,11 @@ def parse_points_csv(path: Path) -> tuple[list[str], np.ndarray]:
 
 def load_faces68(csv_path: str | Path, images_dir: str | Path | None = None, size: int = 96,
                  channels: int = 1, use_cache: bool = True) -> KeypointDataset:
-    """Crops of the faces named in a 68-point CSV. ``images_dir`` defaults to a folder beside the
-    CSV named after it without ``_frames_keypoints.csv`` (the course's layout)."""
+    """Crops of the faces named in a 68-point CSV (one row per labelled face; a photo with several
+    has several rows). ``images_dir`` defaults to a folder beside the CSV named after it without
+    ``_frames_keypoints.csv`` (the course's layout). Photos of any size are read once: the crops
+    go to the cache. Each face's group for validation splits is its person where the file names
+    carry one, else its photo (``identities_from_names``)."""
     csv_path = Path(csv_path)
     if not csv_path.exists():
         raise InputError(f"{csv_path}: no such file")
@@ -84,4 +87,4 @@ def load_faces68(csv_path: str | Path, images_dir: str | Path | None = None, siz
     crop_points = (torch.from_numpy(arrays["points"]) + 0.5 - boxes[:, None, :2]) / scale[:, None, None] - 0.5
     names = [str(s) for s in arrays["names"]]
     return KeypointDataset(torch.from_numpy(arrays["images"]), crop_points.float(), IBUG68, boxes,
-                           [identity_from_name(n) for n in names], names)
+                           identities_from_names(names)[0], names)
