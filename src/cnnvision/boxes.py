@@ -24,12 +24,19 @@ def cell_centres(height: int, width: int, stride: int) -> torch.Tensor:
     return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)
 
 
-def encode(boxes: torch.Tensor, height: int, width: int, stride: int, scale: float) -> torch.Tensor:
+def encode(boxes: torch.Tensor, height: int, width: int, stride: int, scale: float,
+           ignore: torch.Tensor | None = None) -> torch.Tensor:
     """Targets for one image, (5, h, w): objectness 1 in the cells whose centre lies inside the
     central half of a box, else 0; there the corner offsets from the cell centre, divided by
-    ``scale`` pixels (elsewhere 0, and masked out of the loss by objectness)."""
+    ``scale`` pixels (elsewhere 0, and masked out of the loss by objectness). Cells whose centre
+    lies inside an ``ignore`` box (a face nobody labelled, or one cut by the picture's edge) and
+    hold no labelled face get objectness -1: neither face nor background."""
     target = torch.zeros(5, height, width)
     centres = cell_centres(height, width, stride)  # (h, w, 2)
+    for x0, y0, x1, y1 in (ignore.tolist() if ignore is not None else []):
+        inside = ((centres[..., 0] >= x0) & (centres[..., 0] <= x1) & (centres[..., 1] >= y0)
+                  & (centres[..., 1] <= y1))
+        target[0][inside] = -1
     # smaller boxes last, so where boxes overlap a cell belongs to the smaller face
     for box in sorted(boxes.tolist(), key=lambda b: -(b[2] - b[0]) * (b[3] - b[1])):
         x0, y0, x1, y1 = box

@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keypoints with several --data: each source's share of a training batch, in --data "
                         "order (e.g. 0.6,0.4; default: in proportion to their sizes)")
     p.add_argument("--init", metavar="FILE",
-                   help="keypoints: start from this checkpoint's weights (those of matching name and shape)")
+                   help="keypoints, detection: start from this checkpoint's weights (those of matching name and shape)")
     p.add_argument("--net", choices=["basic_cnn", "kpnet", "kpheat", "hourglass", *CLASSIFIER_NETS, *SEGMENTATION_NETS,
                                      "fcn_detector"],
                    help="default kpheat; classification: lenet5 (or mlp, softmax); segmentation: segnet; "
@@ -189,7 +189,7 @@ def run(a: argparse.Namespace) -> int:
     from cnnvision import checkpoint
     from cnnvision.apps import classify, detect, keypoints, segment
 
-    if a.command == "train" and train_task(a) != "keypoints":
+    if a.command == "train" and train_task(a) not in ("keypoints", "detection"):
         single_source(a)
     if a.command == "train" and train_task(a) != "segmentation":
         for flag, name in SEGMENTATION_FLAGS.items():
@@ -207,9 +207,11 @@ def run(a: argparse.Namespace) -> int:
             raise InputError(f"--net {a.net} is not a detector; detection uses fcn_detector")
         if a.loss not in (None, "bce", "l2"):
             raise InputError(f"--loss {a.loss} is not a detection loss; detection uses bce or l2")
-        detect.train(a.data, a.images, a.out or "runs/fcn_detector", a.resume, a.scene_count,
+        detect.train(a.data and (a.data if len(a.data) > 1 else a.data[0]),
+                     a.images and (a.images if len(a.images) > 1 else a.images[0]),
+                     a.out or "runs/fcn_detector", a.resume, a.scene_count,
                      a.image_size or 160, a.val_fraction, a.width or 16, a.loss or "bce", train_augment(a),
-                     **solver_overrides(a))
+                     parse_shares(a.share), a.init, **solver_overrides(a))
     elif a.command == "train" and train_task(a) == "segmentation":
         net = a.net or "segnet"
         if net not in SEGMENTATION_NETS:

@@ -11,19 +11,30 @@ from cnnvision import checkpoint
 from cnnvision import images as imgs
 from cnnvision.apps.keypoints import solver_config
 from cnnvision.data.augment import AugmentConfig, make_augment
-from cnnvision.data.dataset import hold_out_people, identity_from_name, split_by_identity
+from cnnvision.apps.keypoints import plain
+from cnnvision.boxes import box_iou
+from cnnvision.data.dataset import hold_out_people, identities_from_names, identity_from_name, split_by_identity
 from cnnvision.data.faces68 import parse_points_csv
-from cnnvision.data.scenes import concat, frame_crops, frames, scenes
+from cnnvision.data.kaggle import read_rows
+from cnnvision.data.photos import face_box, group_by_photo, is_web_faces, photo_crops, read_web_faces, split_photos
+from cnnvision.data.scenes import DetectionDataset, concat, frame_crops, frames, scenes
 from cnnvision.errors import InputError
 from cnnvision.nets.detect import DetectorConfig, DetectorNet
 from cnnvision.solver import evaluate, train_in_folder
 
 
-def train(data: str, images: str, out: str | Path, resume: bool = False, scene_count: int = 3000,
+def train(data: str | list, images: str | list, out: str | Path, resume: bool = False, scene_count: int = 3000,
           image_size: int = 160, val_fraction: float = 0.15, width: int = 16, objectness_loss: str = "bce",
-          augment: bool | dict = True, **solver) -> dict:
-    """Train on scenes of the training people; validate on the held-out people's frames.
-    ``augment``: False, True (the default warps and jitter) or a dict of AugmentConfig fields to change."""
+          augment: bool | dict = True, shares: list[float] | None = None, init: str | None = None,
+          **solver) -> dict:
+    """Train on pictures made from each source; validate on pictures of its held-out people or photos.
+
+    ``data``/``images``: one source or lists of them, each a 68-point CSV (frames of people, as
+    youtube-faces-68, or photos, as faces-300w) or a web-faces CSV with its image folder.
+    ``scene_count`` pictures in all, split by ``shares`` (default: equal). With one 68-point
+    frames source the detector keeps the first one's convention (box = the points' extent);
+    with any photo source it learns face boxes (data/photos.py). ``augment``: False, True or a
+    dict of AugmentConfig fields to change. ``init``: a detector checkpoint to start from."""
     out = Path(out)
     if resume:
         stored = checkpoint.load(out / "last.pt")["config"]
@@ -32,40 +43,143 @@ def train(data: str, images: str, out: str | Path, resume: bool = False, scene_c
         image_size, val_fraction, width = stored["image_size"], stored["val_fraction"], stored["net"]["width"]
         objectness_loss = stored["net"].get("objectness_loss", "bce")
         augment = stored.get("augment", True) or False  # runs from before --augment kept no record
+        shares, init = stored.get("shares"), None
         solver = {**stored["solver"], **({"epochs": epochs} if epochs else {})}
     elif (out / "last.pt").exists():
         raise InputError(f"{out}: already holds a run (last.pt); use --resume to continue it or another --out")
-    if data is None or images is None:
-        raise InputError("detection needs --data (a 68-point CSV) and --images (its frames)")
-    names, _ = parse_points_csv(Path(data))
-    people = [identity_from_name(n) for n in names]
-    train_idx, val_idx = split_by_identity(people, len(people), val_fraction)
-    train_people = {people[i] for i in train_idx.tolist()}
-    net_cfg = DetectorConfig(image_size=image_size, width=width, objectness_loss=objectness_loss)
-    # a third synthetic scenes (many faces, small faces, no faces); two thirds real frames, cropped around
-    # their face, some as grids of 2x2 or 3x3 such crops, and some tiles close-ups inside a face (no face)
-    real = scene_count * 2 // 3
-    train_set = concat([scenes(data, images, scene_count - real, image_size, net_cfg.in_channels, train_people),
-                        frame_crops(data, images, real, image_size, net_cfg.in_channels, train_people,
-                                    inside=0.1, tiles=(1, 1, 2, 3))])
+    paths = data if isinstance(data, list) else [data] * (data is not None)
+    folders = images if isinstance(images, list) else [images] * (images is not None)
+    if not paths or len(folders) != len(paths) or None in paths or None in folders:
+        raise InputError("detection needs --data (a 68-point or web-faces CSV) and --images (its pictures), "
+                         "one --images per --data")
+    kinds = [source_kind(Path(p)) for p in paths]
+    style = "points" if kinds == ["frames"] else "face"
+    if shares is not None and len(shares) != len(paths):
+        raise InputError(f"--share has {len(shares)} values for {len(paths)} --data sources; give one per source")
+    weights = shares or [1.0] * len(paths)
+    counts = [int(round(scene_count * w / sum(weights))) for w in weights]
+    net_cfg = DetectorConfig(image_size=image_size, width=width, objectness_loss=objectness_loss, box_style=style)
+    train_parts, val_parts, described = [], [], []
+    for path, folder, kind, count in zip(paths, folders, kinds, counts):
+        t, v, what = SOURCE_READERS[kind](Path(path), Path(folder), count, image_size, net_cfg.in_channels,
+                                          val_fraction)
+        if style == "face" and kind == "frames":  # the frames' boxes are their points' extent
+            t, v = t.to_face_boxes(), v.to_face_boxes()
+        train_parts.append(t)
+        val_parts.append(v)
+        described.append(what)
+    train_set, val_set = concat(train_parts), concat(val_parts)
     train_set.augment = make_augment(augment, AugmentConfig())
-    val_set = frames(data, images, image_size, net_cfg.in_channels).subset(val_idx)
     cfg = solver_config(solver)
     torch.manual_seed(cfg.seed)
     model = DetectorNet(net_cfg)
-    run_config = {"command": "train", "task": "detection", "data": str(data), "images": str(images),
-                  "scene_count": scene_count, "image_size": image_size, "val_fraction": val_fraction,
+    if init:
+        checkpoint.init_from(model, init)
+    run_config = {"command": "train", "task": "detection", "data": plain(data), "images": plain(images),
+                  "scene_count": scene_count, "shares": shares, "init": str(init) if init else None,
+                  "image_size": image_size, "val_fraction": val_fraction, "sources": described,
                   "augment": asdict(train_set.augment) if train_set.augment else None,
                   "net": asdict(net_cfg), "solver": asdict(cfg), "train_count": len(train_set),
-                  "val_count": len(val_set), "val_people": len({people[i] for i in val_idx.tolist()})}
-    summary = (f"{len(train_set)} training pictures of {len(train_people)} people; {len(val_set)} validation "
-               f"frames of {run_config['val_people']} held-out people")
+                  "val_count": len(val_set)}
+    summary = f"{len(train_set)} training and {len(val_set)} validation pictures: " + "; ".join(described)
     if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume, summary):
         return {}
     metrics = evaluate(checkpoint.load_net(out / "best.pt"), val_set, flip=False)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"best checkpoint {out / 'best.pt'}: " + json.dumps(metrics))
     return metrics
+
+
+def source_kind(path: Path) -> str:
+    """'web' (web-faces boxes), 'frames' (68 points, people named in the file names) or 'photos'
+    (68 points on photos, split by photo)."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    rows = read_rows(path)
+    _, header = next(rows)
+    rows.close()
+    if is_web_faces(header):
+        return "web"
+    names, _ = parse_points_csv(path)
+    return "frames" if identities_from_names(names)[1] == "identity" else "photos"
+
+
+def frame_source(data: Path, images: Path, count: int, size: int, channels: int, val_fraction: float):
+    """The 68-point frames of people: a third synthetic scenes (many faces, small faces, no faces);
+    two thirds crops around their face, some as grids of 2x2 or 3x3 such crops, and some close-ups
+    inside a face (no face). Validation: the held-out people's frames, letterboxed."""
+    names, _ = parse_points_csv(data)
+    people = [identity_from_name(n) for n in names]
+    train_idx, val_idx = split_by_identity(people, len(people), val_fraction)
+    train_people = {people[i] for i in train_idx.tolist()}
+    real = count * 2 // 3
+    train_set = concat([scenes(data, images, count - real, size, channels, train_people),
+                        frame_crops(data, images, real, size, channels, train_people, inside=0.1, tiles=(1, 1, 2, 3))])
+    val_set = frames(data, images, size, channels).subset(val_idx)
+    held = len({people[i] for i in val_idx.tolist()})
+    return train_set, val_set, f"{data.name}: {len(train_set)} pictures of {len(train_people)} people, {held} held out"
+
+
+def web_source(data: Path, images: Path, count: int, size: int, channels: int, val_fraction: float):
+    """Web photos whose every visible face is labelled: crops of the training photos (faces from
+    12 px to most of the picture, a fifth random squares); validation: crops of the held-out photos."""
+    names, boxes, _ = read_web_faces(data)
+    photos, per_photo = group_by_photo(names, boxes)
+    train_idx, val_idx = split_photos(photos, val_fraction)
+    opened = [imgs.open_image(images / p, channels) for p in photos]
+    none = [np.zeros((0, 4), np.float32)] * len(photos)
+
+    def cut(idx, n, seed):
+        pics, found, ignored = photo_crops([opened[i] for i in idx], [per_photo[i] for i in idx],
+                                           [none[i] for i in idx], n, size, channels, seed)
+        return DetectionDataset(pics, found, ignore=ignored)
+    val_count = max(50, count // 6)
+    return (cut(train_idx, count, 0), cut(val_idx, val_count, 1),
+            f"{data.name}: {count} crops of {len(train_idx)} photos, {val_count} of {len(val_idx)} held-out photos")
+
+
+def photo_source(data: Path, images: Path, count: int, size: int, channels: int, val_fraction: float):
+    """Photos with 68 points on some of their faces: crops around the labelled faces, where the
+    faces nobody labelled (those the shipped detector finds that match no label) are ignored."""
+    names, points = parse_points_csv(data)
+    extents = np.concatenate([points.min(1), points.max(1)], 1)
+    photos, per_photo = group_by_photo(names, extents)
+    train_idx, val_idx = split_photos(photos, val_fraction)
+    opened = [imgs.open_image(images / p, channels) for p in photos]
+    ignore = unlabelled_faces([imgs.open_image(images / p, 3) for p in photos], per_photo)
+    faces = [face_box(b.reshape(-1, 2, 2)) for b in per_photo]
+
+    def cut(idx, n, seed):
+        pics, found, ignored = photo_crops([opened[i] for i in idx], [faces[i] for i in idx],
+                                           [ignore[i] for i in idx], n, size, channels, seed, empty=0.05)
+        return DetectionDataset(pics, found, ignore=ignored)
+    val_count = max(50, count // 6)
+    unlabelled = sum(len(g) for g in ignore)
+    return (cut(train_idx, count, 0), cut(val_idx, val_count, 1),
+            f"{data.name}: {count} crops of {len(train_idx)} photos ({unlabelled} unlabelled faces ignored)")
+
+
+def unlabelled_faces(photos: list, labelled: list[np.ndarray]) -> list[np.ndarray]:
+    """Per photo, face boxes of faces the shipped detector finds (at 0.8) that overlap no labelled
+    face (given as the extents of their points): faces nobody labelled, to keep out of the
+    background loss."""
+    from cnnvision.apps.faces import FacePipeline
+    pipeline = FacePipeline.pretrained(threshold=0.8)
+    found = []
+    for im, extent in zip(photos, labelled):
+        (boxes, _), = pipeline.detect([im])
+        boxes = boxes.numpy()
+        if pipeline.detector.cfg.box_style == "points":
+            boxes = face_box(boxes.reshape(-1, 2, 2))
+        mine = face_box(extent.reshape(-1, 2, 2))
+        if len(boxes) and len(mine):
+            overlap = box_iou(torch.from_numpy(boxes).float(), torch.from_numpy(mine).float()).max(1).values.numpy()
+            boxes = boxes[overlap < 0.3]
+        found.append(boxes.astype(np.float32).reshape(-1, 4))
+    return found
+
+
+SOURCE_READERS = {"frames": frame_source, "web": web_source, "photos": photo_source}
 
 
 def evaluate_file(net, data: str, images: str | None, split: str = "all", val_fraction: float = 0.15) -> dict:

@@ -29,6 +29,7 @@ class DetectionDataset(ImageSet):
     stride: int = 8            # the detector's output cell, for the targets
     scale: float = 32.0        # the detector's offset unit, for the targets
     augment: AugmentConfig | None = field(default=None, repr=False)
+    ignore: list[torch.Tensor] | None = None  # per image, (J, 4) regions neither face nor background
 
     def __post_init__(self):
         self.check_square()
@@ -39,24 +40,34 @@ class DetectionDataset(ImageSet):
         idx = torch.as_tensor(idx, dtype=torch.long).tolist()
         return DetectionDataset(self.images[idx], [self.boxes[i] for i in idx],
                                 [self.identities[i] for i in idx] if self.identities else None,
-                                self.stride, self.scale, self.augment)
+                                self.stride, self.scale, self.augment,
+                                [self.ignore[i] for i in idx] if self.ignore else None)
+
+    def to_face_boxes(self) -> "DetectionDataset":
+        """The same pictures with each box (the extent of a face's points) turned into a face box."""
+        from cnnvision.data.photos import face_box
+        self.boxes = [torch.from_numpy(face_box(b.numpy().reshape(-1, 2, 2))).float().reshape(-1, 4)
+                      for b in self.boxes]
+        return self
 
     def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None):
         """float images (B, C, S, S) and targets (B, 5, S/stride, S/stride); training mirrors
         half the pictures, jitters brightness, contrast and colour, and turns some grey."""
         x = to_float(self.images[idx])
         boxes = [self.boxes[i].clone() for i in idx.tolist()]
+        ignore = [self.ignore[i].clone() for i in idx.tolist()] if self.ignore else [None] * len(boxes)
         if generator is not None and self.augment is not None:
             mirror = torch.rand(len(boxes), generator=generator) < 0.5
             x = torch.where(mirror[:, None, None, None], x.flip(-1), x)
-            for b, m in zip(boxes, mirror.tolist()):
-                if m and len(b):
-                    b[:, [0, 2]] = self.size - b[:, [2, 0]]
+            for b, g, m in zip(boxes, ignore, mirror.tolist()):
+                for one in (b, g):
+                    if m and one is not None and len(one):
+                        one[:, [0, 2]] = self.size - one[:, [2, 0]]
             x = jitter_intensity(x, self.augment, generator)
             if x.shape[1] == 3:
                 x = jitter_colour(x, generator)
         cells = -(-self.size // self.stride)
-        target = torch.stack([encode(b, cells, cells, self.stride, self.scale) for b in boxes])
+        target = torch.stack([encode(b, cells, cells, self.stride, self.scale, g) for b, g in zip(boxes, ignore)])
         return x, target
 
 
@@ -214,5 +225,7 @@ def frame_crops(csv_path: str | Path, images_dir: str | Path, count: int, size: 
 
 
 def concat(parts: list[DetectionDataset]) -> DetectionDataset:
+    ignore = [g for p in parts for g in (p.ignore or [torch.zeros(0, 4)] * len(p))]
     return DetectionDataset(torch.cat([p.images for p in parts]), [b for p in parts for b in p.boxes],
-                            stride=parts[0].stride, scale=parts[0].scale, augment=parts[0].augment)
+                            stride=parts[0].stride, scale=parts[0].scale, augment=parts[0].augment,
+                            ignore=ignore if any(len(g) for g in ignore) else None)

@@ -28,6 +28,8 @@ class DetectorConfig:
     threshold: float = 0.5      # objectness to report a face
     nms_iou: float = 0.4        # overlap above which the weaker of two detections goes
     objectness_loss: str = "bce"  # bce | l2 (the tutorial's: squared error of the objectness probability)
+    box_style: str = "points"   # points: the extent of the 68 points (the first detector); face: the
+                                # square a person draws, hairline to below the chin (data/photos.py)
 
 
 class DetectorNet(nn.Module):
@@ -38,6 +40,8 @@ class DetectorNet(nn.Module):
         super().__init__()
         if cfg.arch != "fcn_detector" or cfg.stride != 8:
             raise ValueError(f"unknown detector {cfg.arch!r} with stride {cfg.stride} (use fcn_detector, 8)")
+        if cfg.box_style not in ("points", "face"):
+            raise ValueError(f"unknown box style {cfg.box_style!r} (use points or face)")
         if cfg.objectness_loss not in ("bce", "l2"):
             raise ValueError(f"unknown objectness loss {cfg.objectness_loss!r} (use bce or l2)")
         self.cfg = cfg
