@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["all", "train", "val"], default="all",
                    help="68-point data: only the people train holds out of this file (val), or the others")
     p.add_argument("--val-fraction", type=float, default=0.15, help="as given to train (default 0.15)")
+    p.add_argument("--detector", metavar="FILE",
+                   help="68 points on photos: the detector checkpoint for nme_detected (default the shipped one)")
+    p.add_argument("--threshold", type=float,
+                   help="detector on web-faces photos: lowest score counted (default: the pipeline's)")
 
     p = sub.add_parser("predict", help="every face of each photo with its 68 landmarks; with a model flag, "
                                        "that model alone (keypoints or parts of a face image, digits, boxes)")
@@ -264,9 +268,13 @@ def run(a: argparse.Namespace) -> int:
         elif net.task == "segmentation":
             metrics = segment.evaluate_file(net, a.data, a.images, a.split, a.val_fraction)
         elif net.task == "detection":
-            metrics = detect.evaluate_file(net, a.data, a.images, a.split, a.val_fraction)
+            metrics = detect.evaluate_file(net, a.data, a.images, a.split, a.val_fraction, a.threshold)
         else:
-            metrics = keypoints.evaluate_file(net, a.data, a.images, a.skip_bad_rows, a.split, a.val_fraction)
+            detector = checkpoint.load_net(a.detector) if a.detector else None
+            if detector is not None and detector.task != "detection":
+                raise InputError(f"{a.detector}: is a {detector.task} checkpoint, not a detector")
+            metrics = keypoints.evaluate_file(net, a.data, a.images, a.skip_bad_rows, a.split, a.val_fraction,
+                                              detector)
         print(json.dumps(metrics))
         if a.json:
             keypoints.write_json(a.json, metrics)

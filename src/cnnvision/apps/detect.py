@@ -182,15 +182,23 @@ def unlabelled_faces(photos: list, labelled: list[np.ndarray]) -> list[np.ndarra
 SOURCE_READERS = {"frames": frame_source, "web": web_source, "photos": photo_source}
 
 
-def evaluate_file(net, data: str, images: str | None, split: str = "all", val_fraction: float = 0.15) -> dict:
-    """ap50, recall50 and count of a detector on a 68-point layout's frames (letterboxed to the
-    net's training size); ``split="val"`` keeps the people ``train`` held out."""
+def evaluate_file(net, data: str, images: str | None, split: str = "all", val_fraction: float = 0.15,
+                  threshold: float | None = None) -> dict:
+    """A detector's figures on labelled pictures. Web-faces photos (every visible face labelled):
+    through ``predict``'s multi-scale search (``faces.evaluate_detector_on_photos``). 68-point
+    frames: ap50, recall50 and count, each frame letterboxed to the net's training size;
+    ``split="val"`` keeps the people (or photos) ``train`` held out."""
     if images is None:
-        raise InputError("detection evaluation needs --images, the folder of the frames")
+        raise InputError("detection evaluation needs --images, the folder of the pictures")
+    if source_kind(Path(data)) == "web":
+        from cnnvision.apps.faces import evaluate_detector_on_photos
+        return evaluate_detector_on_photos(net, data, images, split, val_fraction, threshold)
     found = frames(data, images, net.cfg.image_size, net.cfg.in_channels)
     if split != "all":
         train_set, val_set = hold_out_people(found, val_fraction, data)
         found = val_set if split == "val" else train_set
+    if net.cfg.box_style == "face":
+        found = found.to_face_boxes()
     return evaluate(net, found, flip=False)
 
 

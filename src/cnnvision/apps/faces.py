@@ -20,8 +20,9 @@ from PIL import Image
 
 from cnnvision import checkpoint
 from cnnvision import images as imgs
-from cnnvision.boxes import decode, nms
+from cnnvision.boxes import box_iou, decode, nms
 from cnnvision.data.faces68 import MARGIN
+from cnnvision.data.photos import extent_of, face_box
 from cnnvision.layers import fold_batch_norm
 from cnnvision.solver import autocast
 from cnnvision.viz import GREEN, RED, draw_box, draw_points
@@ -174,6 +175,8 @@ class FacePipeline:
     def landmarks_in(self, photos: list[Image.Image], owners: list[int], boxes: list) -> np.ndarray:
         """(F, 68, 2) landmarks, in photo pixels, of the faces in ``boxes`` (x0, y0, x1, y1, as the
         detector draws them) of ``photos[owners[f]]``."""
+        if self.detector.cfg.box_style == "face":  # a face box stands for the square around the points
+            boxes = extent_of(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
         squares = [imgs.square_box(*b, MARGIN) for b in boxes]
         # The first pass only frames the face for the second: the mirrored face is not worth its time there.
         points = self._points(photos, owners, squares, self.flip and not self.refine)
@@ -260,3 +263,103 @@ def resize_to(im: Image.Image, width: int, height: int) -> Image.Image:
     canvas.paste(small, ((width - small.width) // 2, (height - small.height) // 2))
     return canvas
 
+
+
+def detector_box_of(detector, points: np.ndarray) -> np.ndarray:
+    """The box a detector is trained to draw around faces with these (N, K, 2) points: a face box,
+    or the points' extent for the first detector."""
+    if detector.cfg.box_style == "face":
+        return face_box(points)
+    return np.concatenate([points.min(-2), points.max(-2)], -1)
+
+
+def evaluate_landmarks_on_photos(pipeline: "FacePipeline", images_dir: str | Path, names: list[str],
+                                 points: np.ndarray) -> dict:
+    """Landmarks through the photo pipeline's own boxes: each labelled face (``names[i]``'s photo,
+    68 ``points[i]``) is matched to the detection that overlaps its true box most (IoU >= 0.5);
+    ``detected`` is the share matched, ``nme_detected`` etc. the 300-W figures over those."""
+    from cnnvision.nets.keypoints import nme_summary, per_face_nme
+    rows: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        rows.setdefault(n, []).append(i)
+    errors, found = [], 0
+    for name, idx in rows.items():
+        photo = imgs.open_image(Path(images_dir) / name, 3)
+        faces = pipeline([photo])[0]
+        if not faces:
+            continue
+        boxes = torch.tensor([f.box for f in faces], dtype=torch.float32)
+        true = torch.from_numpy(detector_box_of(pipeline.detector, points[idx])).float().reshape(-1, 4)
+        overlap = box_iou(true, boxes)
+        for row, o in zip(idx, overlap):
+            j = int(o.argmax())
+            if o[j] >= 0.5:
+                found += 1
+                errors.append(per_face_nme(torch.from_numpy(faces[j].keypoints[None]).float(),
+                                           torch.from_numpy(points[row][None]).float()))
+    result = {"detected": found / len(names)}
+    result.update(nme_summary(torch.cat(errors) if errors else torch.zeros(0), "detected_"))
+    result["nme_detected"] = result.pop("detected_nme")
+    return result
+
+
+def face_free_crops(photos: list[Image.Image], boxes: list[np.ndarray], count: int, seed: int = 0) -> list[Image.Image]:
+    """Squares of photos that overlap no labelled face (with a 10% margin around each): a third
+    to two thirds of the shorter side, at the photo's own resolution."""
+    rng = np.random.default_rng(seed)
+    crops, tries = [], 0
+    while len(crops) < count and tries < count * 50:
+        tries += 1
+        i = int(rng.integers(len(photos)))
+        w, h = photos[i].size
+        side = rng.uniform(0.33, 0.67) * min(w, h)
+        x0, y0 = rng.uniform(0, w - side), rng.uniform(0, h - side)
+        b = boxes[i]
+        if len(b):
+            pad = 0.1 * (b[:, 2:] - b[:, :2])
+            lo, hi = b[:, :2] - pad, b[:, 2:] + pad
+            if ((lo[:, 0] < x0 + side) & (hi[:, 0] > x0) & (lo[:, 1] < y0 + side) & (hi[:, 1] > y0)).any():
+                continue
+        crops.append(photos[i].crop((int(x0), int(y0), int(x0 + side), int(y0 + side))))
+    return crops
+
+
+def evaluate_detector_on_photos(detector, csv_path: str | Path, images_dir: str | Path, split: str = "val",
+                                val_fraction: float = 0.15, threshold: float | None = None,
+                                min_face: float | None = None) -> dict:
+    """A detector on web-faces photos (every visible face labelled) through ``predict``'s
+    multi-scale search: ``ap50`` (every detection down to 0.05 on the precision-recall curve),
+    and at the pipeline's threshold ``recall50``, ``false_per_photo`` (detections matching no
+    face at IoU 0.5) and ``false_per_facefree_crop`` on squares of the same photos that hold no
+    face. ``split`` as ``train`` makes it (by photo, fixed seed)."""
+    from cnnvision.boxes import average_precision
+    from cnnvision.data.photos import group_by_photo, read_web_faces, split_photos
+    names, boxes, _ = read_web_faces(csv_path)
+    photos, per_photo = group_by_photo(names, boxes)
+    if split != "all":
+        train_idx, val_idx = split_photos(photos, val_fraction)
+        keep = val_idx if split == "val" else train_idx
+        photos, per_photo = [photos[i] for i in keep], [per_photo[i] for i in keep]
+    landmarks = checkpoint.load_net(pretrained=LANDMARKS)
+    pipeline = FacePipeline(detector, landmarks, threshold=0.05, min_face=min_face)
+    cut = THRESHOLD if threshold is None else threshold
+    opened = [imgs.open_image(Path(images_dir) / p, 3) for p in photos]
+    detections = [pipeline.detect([im])[0] for im in opened]
+    if detector.cfg.box_style == "points":  # the first detector's boxes, turned into face boxes
+        detections = [(torch.from_numpy(face_box(b.numpy().reshape(-1, 2, 2))).float().reshape(-1, 4), s)
+                      for b, s in detections]
+    truths = [torch.from_numpy(b).float() for b in per_photo]
+    result = {"ap50": average_precision(detections, truths)["ap50"]}
+    above = [(b[s >= cut], s[s >= cut]) for b, s in detections]
+    result["recall50"] = average_precision(above, truths)["recall50"]
+    false = 0
+    for (b, _), t in zip(above, truths):
+        if len(b):
+            false += int((box_iou(b, t).max(1).values < 0.5).sum()) if len(t) else len(b)
+    result["false_per_photo"] = false / len(opened)
+    crops = face_free_crops(opened, per_photo, 200)
+    boxes_on_crops = sum(int((pipeline.detect([c])[0][1] >= cut).sum()) for c in crops)
+    result["false_per_facefree_crop"] = boxes_on_crops / max(1, len(crops))
+    result.update({"threshold": cut, "photos": len(opened), "faces": int(sum(len(t) for t in truths)),
+                   "facefree_crops": len(crops)})
+    return result

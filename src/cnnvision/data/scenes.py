@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from cnnvision import images as imgs
 from cnnvision.boxes import box_iou, encode
 from cnnvision.data.augment import AugmentConfig, jitter_colour, jitter_intensity, to_float
-from cnnvision.data.dataset import ImageSet, identity_from_name
+from cnnvision.data.dataset import ImageSet, identities_from_names, identity_from_name
 from cnnvision.data.faces68 import parse_points_csv
 from cnnvision.errors import InputError
 
@@ -98,7 +98,7 @@ def frames(csv_path: str | Path, images_dir: str | Path, size: int = 160, channe
         pictures.append(_chw(imgs.crop_square(im, box, size)))
         tight = imgs.to_crop(np.concatenate([pts.min(0), pts.max(0)]).reshape(2, 2), box, size)
         boxes.append(torch.tensor(tight.reshape(1, 4), dtype=torch.float32))
-    return DetectionDataset(torch.from_numpy(np.stack(pictures)), boxes, [identity_from_name(n) for n in names])
+    return DetectionDataset(torch.from_numpy(np.stack(pictures)), boxes, identities_from_names(names)[0])
 
 
 def _chw(arr: np.ndarray) -> np.ndarray:
