@@ -106,17 +106,21 @@ def identity_from_name(name: str) -> str:
 
 def identities_from_names(names: list[str]) -> tuple[list[str], str]:
     """Who each file shows, and by what a validation split should go: ``"identity"`` where the
-    file names carry a person (YouTube-Faces' ``Person_Name_NN.jpg``: no name prefix holds more
-    than 50 files or 5% of them), else ``"photo"``, each photo its own group (faces-300w's
-    ``lfpw_image_0001.jpg`` or ``afw_<id>.jpg`` name a collection, not a person, so every face
-    of a photo stays on one side and no collection lands whole in validation)."""
+    file names carry a person (YouTube-Faces' ``Person_Name_NN.jpg``: several frames a person,
+    none holding more than 50 files or 5% of them), else ``"photo"``, each photo its own group:
+    faces-300w's ``lfpw_image_0001.jpg`` or ``afw_<id>.jpg`` name a collection, not a person,
+    and ``helen_<id>_1.jpg`` a single photo, so every face of a photo stays on one side and no
+    collection lands whole in validation."""
     people = [identity_from_name(n) for n in names]
-    counts: dict[str, int] = {}
-    for person in people:
-        counts[person] = counts.get(person, 0) + 1
-    if max(counts.values(), default=0) <= max(50, 0.05 * len(names)):
-        return people, "identity"
-    return list(names), "photo"
+    files: dict[str, set[str]] = {}
+    for person, name in zip(people, names):
+        files.setdefault(person, set()).add(name)
+    sizes = [len(f) for f in files.values()]
+    collections = max(sizes, default=0) > max(50, 0.05 * len(set(names)))
+    singletons = sum(s == 1 for s in sizes) > len(sizes) / 2
+    if collections or singletons:
+        return list(names), "photo"
+    return people, "identity"
 
 
 def split_by_identity(identities: list[str] | None, n: int, val_fraction: float, seed: int = 0):

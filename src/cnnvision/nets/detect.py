@@ -72,11 +72,14 @@ class DetectorNet(nn.Module):
         return out[..., : -(-H // 8), : -(-W // 8)] if ragged else out
 
     def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        known = target[:, 0] >= 0  # -1 marks cells to ignore (faces nobody labelled)
+        labels = target[:, 0].clamp(min=0)
         if self.cfg.objectness_loss == "bce":
-            objectness = F.binary_cross_entropy_with_logits(out[:, 0], target[:, 0])
+            per_cell = F.binary_cross_entropy_with_logits(out[:, 0], labels, reduction="none")
         else:
-            objectness = ((out[:, 0].sigmoid() - target[:, 0]) ** 2).mean()
-        face = target[:, :1]  # (B, 1, h, w)
+            per_cell = (out[:, 0].sigmoid() - labels) ** 2
+        objectness = (per_cell * known).sum() / known.sum().clamp(min=1)
+        face = target[:, :1].clamp(min=0)  # (B, 1, h, w)
         offsets = ((out[:, 1:] - target[:, 1:]) ** 2 * face).sum() / face.sum().clamp(min=1)
         return objectness + offsets
 

@@ -1,0 +1,197 @@
+"""Real photos: several keypoint sources at once, validation by photo, photo augmentation, the
+300-W figures, face boxes, crops of photos with ignored regions, and the web-faces reader."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnvision.boxes import encode
+from cnnvision.data import load_sources
+from cnnvision.data.augment import AugmentConfig, augment, degrade, parse_augment
+from cnnvision.data.dataset import hold_out_people, identities_from_names, join
+from cnnvision.data.faces68 import load_faces68
+from cnnvision.data.photos import (extent_of, face_box, group_by_photo, photo_crops, read_web_faces,
+                                   split_photos)
+from cnnvision.errors import InputError
+from cnnvision.nets.detect import DetectorConfig, DetectorNet
+from cnnvision.nets.keypoints import nme_summary
+from test_data import write_faces68
+
+
+def write_photos68(folder, photos=8, size=80):
+    """A 68-point CSV of photos named like faces-300w (no person in the name), two faces on some."""
+    rng = np.random.default_rng(1)
+    (folder / "photos").mkdir()
+    lines = ["," + ",".join(str(i) for i in range(136))]
+    for i in range(photos):
+        name = f"helen_{1000 + i}_1.jpg" if i % 2 else f"lfpw_image_{i:04d}.jpg"
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / "photos" / name)
+        for _ in range(1 + (i % 3 == 0)):
+            pts = rng.uniform(10, 70, (68, 2))
+            lines.append(name + "," + ",".join(f"{v:.1f}" for v in pts.flatten()))
+    (folder / "photos.csv").write_text("\n".join(lines) + "\n")
+    return folder / "photos.csv", folder / "photos"
+
+
+def test_groups_are_people_where_names_carry_them_else_photos():
+    frames = [f"Person_{k}_{i:02d}.jpg" for k in range(30) for i in range(10)]
+    assert identities_from_names(frames) == ([f"Person_{k}" for k in range(30) for _ in range(10)], "identity")
+    photos = [f"lfpw_image_{i:04d}.jpg" for i in range(200)] + [f"afw_{i}.jpg" for i in range(100)]
+    groups, kind = identities_from_names(photos)
+    assert kind == "photo" and groups == photos
+
+
+def test_photo_split_keeps_every_face_of_a_photo_on_one_side(tmp_path):
+    csv_path, images = write_photos68(tmp_path, photos=40)
+    data = load_faces68(csv_path, images, size=32)
+    train, val = hold_out_people(data, 0.25, csv_path)
+    assert not set(train.names) & set(val.names)
+    assert len(train) + len(val) == len(data) and len(val) > 0
+
+
+def test_joined_sources_split_each_as_alone_and_fill_their_shares(tmp_path):
+    frames_csv, frames_dir = write_faces68(tmp_path, n=30)
+    (tmp_path / "p").mkdir()
+    photos_csv, photos_dir = write_photos68(tmp_path / "p", photos=30)
+    alone = load_faces68(frames_csv, frames_dir, size=32)
+    both = load_sources([str(photos_csv), str(frames_csv)], [str(photos_dir), str(frames_dir)], size=32,
+                        shares=[3, 1])
+    assert both.shares == (0.75, 0.25) and both.sources.tolist().count(1) == len(alone)
+    _, val_alone = hold_out_people(alone, 0.2, frames_csv)
+    _, val_both = hold_out_people(both, 0.2, [photos_csv, frames_csv])
+    assert val_both.source(1).names == val_alone.names  # the frames' held-out people are unchanged
+    order = both.epoch_order(torch.Generator().manual_seed(0))
+    share = (both.sources[order] == 0).float().mean()
+    assert abs(len(order) - len(both)) <= 2 and abs(float(share) - 0.75) < 0.02
+
+
+def test_sources_that_do_not_fit_together_are_refused(tmp_path):
+    frames_csv, frames_dir = write_faces68(tmp_path, n=6)
+    with pytest.raises(InputError, match="--share has 1 values for 2"):
+        load_sources([str(frames_csv)] * 2, [str(frames_dir)] * 2, size=32, shares=[1])
+    with pytest.raises(InputError, match="one --images per"):
+        load_sources([str(frames_csv)], [str(frames_dir)] * 2, size=32)
+    a = load_faces68(frames_csv, frames_dir, size=32)
+    b = load_faces68(frames_csv, frames_dir, size=48)
+    with pytest.raises(InputError, match="layout or crop size"):
+        join([a, b])
+
+
+def test_photo_troubles_change_pixels_not_points(faces32):
+    cfg = AugmentConfig(flip=False, rotate=0, scale=0, shift=0, brightness=0, contrast=0,
+                        occlude=1.0, blur=1.0, noise=0.05)
+    x, points = augment(faces32.images[:8], faces32.points[:8], cfg, None, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(points, faces32.points[:8])
+    assert x.shape == (8, 1, 32, 32) and x.min() >= 0 and x.max() <= 1
+    assert (x - faces32.images[:8].float() / 255).abs().mean() > 0.02
+    plain = degrade(torch.full((2, 1, 8, 8), 0.5), AugmentConfig(), None)  # all off: untouched
+    assert torch.equal(plain, torch.full((2, 1, 8, 8), 0.5))
+    assert parse_augment("occlude=0.3,blur=0.2,noise=0.04") == {"occlude": 0.3, "blur": 0.2, "noise": 0.04}
+    with pytest.raises(InputError, match="occlude must be a share"):
+        parse_augment("occlude=2")
+
+
+def test_300w_figures():
+    errors = torch.tensor([0.02, 0.05, 0.09, 0.12])
+    figures = nme_summary(errors)
+    assert figures["nme"] == pytest.approx(0.07)
+    assert figures["failure8"] == 0.5 and figures["failure10"] == 0.25
+    # the cumulative error curve is 1/4 from 2% and 1/2 from 5%: area (0.25 * 3 + 0.5 * 3) / 8
+    assert figures["auc8"] == pytest.approx(0.28125, abs=1e-3)
+    assert nme_summary(torch.zeros(10))["auc8"] == pytest.approx(1.0, abs=2e-3)
+
+
+def test_face_box_and_its_inverse():
+    points = np.random.default_rng(0).uniform(20, 120, (5, 68, 2)).astype(np.float32)
+    boxes = face_box(points)
+    assert np.allclose(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])  # square
+    lo, hi = points.min(1), points.max(1)
+    side = (hi - lo).max(1)
+    square = extent_of(boxes)
+    assert np.allclose(square[:, 2] - square[:, 0], side, atol=1e-3)
+    assert np.allclose((square[:, 0] + square[:, 2]) / 2, (lo[:, 0] + hi[:, 0]) / 2, atol=1e-3)
+    corners = np.stack([lo, hi], 1)  # the rule reads the extent alone
+    assert np.allclose(face_box(corners), boxes, atol=1e-4)
+
+
+def test_ignored_cells_neither_face_nor_background():
+    target = encode(torch.tensor([[8.0, 8.0, 40.0, 40.0]]), 8, 8, 8, 32.0, ignore=torch.tensor([[40.0, 40.0, 64.0, 64.0]]))
+    assert target[0, 6, 6] == -1 and target[0, 2, 2] == 1 and target[0, 0, 7] == 0
+    net = DetectorNet(DetectorConfig(width=4))
+    out = torch.zeros(1, 5, 8, 8)
+    loud = out.clone()
+    loud[0, 0, 5:, 5:] = 50.0  # confident "face" only where faces are ignored
+    assert torch.isclose(net.loss(out, target[None]), net.loss(loud, target[None]))
+    loud[0, 0, 0, 7] = 50.0    # and on background: the loss rises
+    assert net.loss(loud, target[None]) > net.loss(out, target[None]) + 0.1
+
+
+def test_photo_crops_keep_faces_and_ignore_cut_ones():
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    boxes = np.array([[100, 100, 160, 160], [300, 50, 340, 90]], np.float32)
+    unlabelled = np.array([[10, 200, 60, 250]], np.float32)
+    images, found, ignored = photo_crops([photo], [boxes], [unlabelled], 40, size=64, seed=0, empty=0.2)
+    assert images.shape == (40, 3, 64, 64) and images.dtype == torch.uint8
+    assert sum(len(f) for f in found) > 30
+    for f in found:
+        assert (f >= 0).all() and (f <= 64).all() and (f[:, 2:] > f[:, :2]).all()
+    assert any(len(g) for g in ignored)
+
+
+def test_web_faces_reader_and_photo_split(tmp_path):
+    header = "image,box_x0,box_y0,box_x1,box_y1," + ",".join(f"x{i},y{i}" for i in range(21))
+    row = lambda name, x: f"{name},{x},10,{x + 30},40," + ",".join(["20"] * 42)  # noqa: E731
+    (tmp_path / "faces.csv").write_text("\n".join([header, row("a.jpg", 5), row("a.jpg", 50), row("b.jpg", 5)]) + "\n")
+    names, boxes, points = read_web_faces(tmp_path / "faces.csv")
+    assert names == ["a.jpg", "a.jpg", "b.jpg"] and boxes.shape == (3, 4) and points.shape == (3, 21, 2)
+    photos, per_photo = group_by_photo(names, boxes)
+    assert photos == ["a.jpg", "b.jpg"] and [len(b) for b in per_photo] == [2, 1]
+    train, val = split_photos([f"p{i}" for i in range(20)], 0.25)
+    assert len(val) == 5 and not set(train) & set(val)
+    (tmp_path / "bad.csv").write_text(header + "\n" + "c.jpg,5,10,1,40," + ",".join(["20"] * 42) + "\n")
+    with pytest.raises(InputError, match="row 2: empty box"):
+        read_web_faces(tmp_path / "bad.csv")
+    (tmp_path / "nan.csv").write_text(header + "\n" + "c.jpg,5,10,30,inf," + ",".join(["20"] * 42) + "\n")
+    with pytest.raises(InputError, match="row 2: missing or impossible"):
+        read_web_faces(tmp_path / "nan.csv")
+
+
+def test_train_on_two_sources_records_them(tmp_path):
+    from cnnvision.cli import main
+    frames_csv, frames_dir = write_faces68(tmp_path, n=24)
+    (tmp_path / "p").mkdir()
+    photos_csv, photos_dir = write_photos68(tmp_path / "p", photos=24)
+    out = tmp_path / "run"
+    rc = main(["train", "--data", str(photos_csv), "--images", str(photos_dir), "--data", str(frames_csv),
+               "--images", str(frames_dir), "--share", "0.5,0.5", "--net", "kpheat", "--image-size", "32",
+               "--width", "4", "--epochs", "1", "--max-steps", "2", "--batch-size", "8",
+               "--augment", "rotate=30,occlude=0.3,blur=0.3,noise=0.03", "--out", str(out)])
+    assert rc == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["split"] == ["photo", "identity"] and config["shares"] == [0.5, 0.5]
+    assert config["augment"]["occlude"] == 0.3
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"nme", "nme_source0", "nme_source1", "auc8", "failure8"} <= set(metrics)
+    # --init from that run's weights into a larger crop: the convolutions carry over
+    rc = main(["train", "--data", str(frames_csv), "--images", str(frames_dir), "--net", "kpheat", "--image-size",
+               "48", "--width", "4", "--epochs", "1", "--max-steps", "1", "--batch-size", "8",
+               "--init", str(out / "best.pt"), "--out", str(tmp_path / "run2")])
+    assert rc == 0 and json.loads((tmp_path / "run2" / "config.json").read_text())["init"] == str(out / "best.pt")
+
+
+def test_flags_for_one_source_tasks_are_refused(tmp_path, capsys):
+    from cnnvision.cli import main
+    assert main(["train", "--task", "classification", "--data", "a", "--data", "b", "--out", str(tmp_path / "r")]) == 2
+    assert "--data given 2 times" in capsys.readouterr().err
+    assert main(["train", "--task", "segmentation", "--init", "x.pt", "--data", "a", "--out", str(tmp_path / "r")]) == 2
+    assert "--init applies to keypoint training only" in capsys.readouterr().err
+
+
+def test_real_photos_split_by_photo(shared):
+    data = load_faces68(shared / "faces-300w" / "training_keypoints.csv", shared / "faces-300w" / "images", size=32)
+    train, val = hold_out_people(data, 0.15, "faces-300w")
+    assert not set(train.names) & set(val.names)
+    assert 250 < len(val) < 350
