@@ -11,9 +11,9 @@ import torch
 from cnnvision.errors import InputError
 from cnnvision.files import atomic_open
 from cnnvision.nets import build_net
+from cnnvision.shipped import PRETRAINED
 
 FORMAT = "cnnvision-checkpoint"
-PRETRAINED = ("keypoints15", "lenet5-mnist", "face-detector", "landmarks68", "face-parts")  # names of the models shipped in cnnvision/pretrained/
 
 
 def save(path: str | Path, state: dict) -> None:

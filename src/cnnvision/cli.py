@@ -15,7 +15,7 @@ SEGMENTATION_NETS = ("segnet",)
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    from cnnvision.checkpoint import PRETRAINED
+    from cnnvision.shipped import PRETRAINED
     g = p.add_mutually_exclusive_group(required=required)
     g.add_argument("--checkpoint", metavar="FILE", help="a checkpoint written by train (best.pt, last.pt)")
     g.add_argument("--pretrained", metavar="NAME", help=f"a model shipped with cnnvision: {', '.join(PRETRAINED)}")

@@ -30,6 +30,10 @@ def export_onnx(net, path: str | Path, opset: int = 18) -> Path:
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise InputError(f"{path.parent}: no such folder")
+    try:
+        import onnx  # noqa: F401  (the exporter needs it; it is an optional extra)
+    except ImportError:
+        raise InputError('export needs the onnx extra: pip install "cnnvision[onnx]"') from None
     cfg = net.cfg
     example = torch.rand(2, cfg.in_channels, cfg.image_size, cfg.image_size)
     module = Inference(net).eval()  # the exporter restores this mode on every submodule afterwards

@@ -335,3 +335,9 @@ def tensorboard_writer(out: Path):
         print("warning: tensorboard is not importable; no event files will be written", file=sys.stderr)
         return None
     return SummaryWriter(str(out / "tb"))
+
+
+def resumed_solver(stored: dict, given: dict) -> dict:
+    """A resumed run's solver settings: the stored ones, except the limits the command may change
+    (``epochs`` to extend the run, ``max_steps`` to stop it sooner or later)."""
+    return {**stored, **{k: given[k] for k in ("epochs", "max_steps") if given.get(k) is not None}}

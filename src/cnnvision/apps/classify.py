@@ -19,7 +19,7 @@ from cnnvision.data.augment import make_augment
 from cnnvision.data.mnist import ClassificationDataset, digit_augment, load_mnist
 from cnnvision.errors import InputError
 from cnnvision.nets.classify import ClassifierConfig, ClassifierNet
-from cnnvision.solver import evaluate, predict, train_in_folder
+from cnnvision.solver import evaluate, predict, resumed_solver, train_in_folder
 
 NO_DATA = ("classification needs --data: a folder with the MNIST idx files (train-images-idx3-ubyte, "
            "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each optionally .gz)")
@@ -33,9 +33,8 @@ def train(data: str | None, net: str = "lenet5", out: str | Path = "runs/lenet5-
     out = Path(out)
     if resume:
         stored = checkpoint.load(out / "last.pt")["config"]
-        epochs = solver.get("epochs")
         data, net, augment = stored["data"], stored["net"]["arch"], stored["augment"] or False
-        solver = {**stored["solver"], **({"epochs": epochs} if epochs else {})}
+        solver = resumed_solver(stored["solver"], solver)
     elif (out / "last.pt").exists():
         raise InputError(f"{out}: already holds a run (last.pt); use --resume to continue it or another --out")
     if data is None:

@@ -20,7 +20,7 @@ from cnnvision.data.photos import face_box, group_by_photo, is_web_faces, photo_
 from cnnvision.data.scenes import DetectionDataset, concat, frame_crops, frames, scenes
 from cnnvision.errors import InputError
 from cnnvision.nets.detect import DetectorConfig, DetectorNet
-from cnnvision.solver import evaluate, train_in_folder
+from cnnvision.solver import evaluate, resumed_solver, train_in_folder
 
 
 def train(data: str | list, images: str | list, out: str | Path, resume: bool = False, scene_count: int = 3000,
@@ -38,13 +38,12 @@ def train(data: str | list, images: str | list, out: str | Path, resume: bool = 
     out = Path(out)
     if resume:
         stored = checkpoint.load(out / "last.pt")["config"]
-        epochs = solver.get("epochs")
         data, images, scene_count = stored["data"], stored["images"], stored["scene_count"]
         image_size, val_fraction, width = stored["image_size"], stored["val_fraction"], stored["net"]["width"]
         objectness_loss = stored["net"].get("objectness_loss", "bce")
         augment = stored.get("augment", True) or False  # runs from before --augment kept no record
         shares, init = stored.get("shares"), None
-        solver = {**stored["solver"], **({"epochs": epochs} if epochs else {})}
+        solver = resumed_solver(stored["solver"], solver)
     elif (out / "last.pt").exists():
         raise InputError(f"{out}: already holds a run (last.pt); use --resume to continue it or another --out")
     paths = data if isinstance(data, list) else [data] * (data is not None)
@@ -77,7 +76,7 @@ def train(data: str | list, images: str | list, out: str | Path, resume: bool = 
         checkpoint.init_from(model, init)
     run_config = {"command": "train", "task": "detection", "data": plain(data), "images": plain(images),
                   "scene_count": scene_count, "shares": shares, "init": str(init) if init else None,
-                  "image_size": image_size, "val_fraction": val_fraction, "sources": described,
+                  "image_size": image_size, "val_fraction": val_fraction, "split_seed": 0, "sources": described,
                   "augment": asdict(train_set.augment) if train_set.augment else None,
                   "net": asdict(net_cfg), "solver": asdict(cfg), "train_count": len(train_set),
                   "val_count": len(val_set)}

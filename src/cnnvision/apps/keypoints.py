@@ -20,7 +20,7 @@ from cnnvision.data.kaggle import KEYPOINT_COLUMNS, load_arrays, read_rows
 from cnnvision.errors import InputError
 from cnnvision.files import atomic_open
 from cnnvision.nets import KeypointNet, KeypointNetConfig
-from cnnvision.solver import SolverConfig, evaluate, predict, train_in_folder
+from cnnvision.solver import SolverConfig, evaluate, predict, resumed_solver, train_in_folder
 from cnnvision.viz import draw_box, draw_points, face_grid
 
 
@@ -45,13 +45,12 @@ def train(data: str | list | None = None, images: str | list | None = None, net:
     out = Path(out)
     if resume:
         stored = checkpoint.load(out / "last.pt")["config"]
-        epochs = solver.get("epochs")
         data, images, net = stored["data"], stored["images"], stored["net"]["arch"]
         val_fraction, image_size, channels = stored["val_fraction"], stored["image_size"], stored["channels"]
         width, skip_bad_rows, augment = stored["net"]["width"], stored["skip_bad_rows"], stored["augment"] or False
         synthetic_count, loss = stored["synthetic_count"], stored["net"]["loss"]
         shares, init = stored.get("shares"), None  # the weights come from last.pt
-        solver = {**stored["solver"], **({"epochs": epochs} if epochs else {})}
+        solver = resumed_solver(stored["solver"], solver)
     elif (out / "last.pt").exists():
         raise InputError(f"{out}: already holds a run (last.pt); use --resume to continue it or another --out")
     elif data is None and "epochs" not in solver:
@@ -71,7 +70,7 @@ def train(data: str | list | None = None, images: str | list | None = None, net:
         checkpoint.init_from(model, init)
     run_config = {
         "command": "train", "data": plain(data), "images": plain(images), "shares": list(dataset.shares or []) or None,
-        "split": split_kinds(dataset), "init": str(init) if init else None,
+        "split": split_kinds(dataset), "split_seed": 0, "init": str(init) if init else None,
         "synthetic_count": synthetic_count, "val_fraction": val_fraction, "image_size": image_size,
         "channels": channels, "skip_bad_rows": skip_bad_rows,
         "net": asdict(net_cfg), "solver": asdict(cfg), "augment": asdict(aug) if aug else None,

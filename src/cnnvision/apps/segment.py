@@ -20,7 +20,7 @@ from cnnvision.data.dataset import hold_out_people, split_summary
 from cnnvision.data.parts import CLASSES, SegmentationDataset, load_parts
 from cnnvision.errors import InputError
 from cnnvision.nets.segment import SegmenterConfig, SegmenterNet, overlay
-from cnnvision.solver import evaluate, predict, train_in_folder
+from cnnvision.solver import evaluate, predict, resumed_solver, train_in_folder
 
 NO_DATA = ("segmentation needs --data: a 68-point CSV (file name, then x0,y0..x67,y67) and --images, "
            "its image folder; the part masks are drawn from the points")
@@ -36,14 +36,13 @@ def train(data: str | None, images: str | None = None, net: str = "segnet", out:
     out = Path(out)
     if resume:
         stored = checkpoint.load(out / "last.pt")["config"]
-        epochs = solver.get("epochs")
         data, images, net = stored["data"], stored["images"], stored["net"]["arch"]
         val_fraction, image_size, channels = stored["val_fraction"], stored["image_size"], stored["channels"]
         width, class_weights = stored["net"]["width"], stored["net"]["class_weights"]
         loss, depth = stored["net"].get("loss", "ce"), stored["net"].get("depth", 3)
         aux_points = stored["net"].get("aux_points", 0.0)
         augment = stored["augment"] or False
-        solver = {**stored["solver"], **({"epochs": epochs} if epochs else {})}
+        solver = resumed_solver(stored["solver"], solver)
     elif (out / "last.pt").exists():
         raise InputError(f"{out}: already holds a run (last.pt); use --resume to continue it or another --out")
     if data is None:

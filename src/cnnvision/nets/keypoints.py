@@ -289,8 +289,8 @@ def nme_summary(errors: torch.Tensor, prefix: str = "") -> dict[str, float]:
     """The 300-W papers' figures of per-face NMEs: the mean (``nme``), the share of faces over 8%
     and over 10% (``failure8``, ``failure10``) and the area under the cumulative error curve up to
     8%, as a fraction of its box (``auc8``; 1 would be every face exact)."""
-    if len(errors) == 0:
-        return {f"{prefix}nme": float("nan")}
+    if len(errors) == 0:  # nothing to score (None, so JSON says null)
+        return {f"{prefix}{k}": None for k in ("nme", "failure8", "failure10", "auc8")}
     grid = torch.linspace(0, 0.08, 801)
     curve = (errors[None, :] <= grid[:, None]).float().mean(1)  # share of faces within each error
     return {f"{prefix}nme": float(errors.mean()), f"{prefix}failure8": float((errors > 0.08).float().mean()),
