@@ -55,7 +55,7 @@ def run_ours(pipeline: FacePipeline, paths: list[Path]):
     for path in paths:
         photo = imgs.open_image(path, 3)
         start = time.perf_counter()
-        faces = pipeline([photo])[0]
+        faces = pipeline(photo)
         seconds = time.perf_counter() - start
         out.append((np.array([f.box for f in faces], np.float32).reshape(-1, 4),
                     np.array([f.keypoints for f in faces], np.float32).reshape(-1, 68, 2), seconds))

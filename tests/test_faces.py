@@ -16,7 +16,7 @@ from cnnvision.viz import RED
 
 @pytest.fixture(scope="module")
 def pipeline():
-    return FacePipeline.pretrained(with_parts=True)
+    return FacePipeline.pretrained(parts=True)
 
 
 def held_out_frames(shared, count):
@@ -51,7 +51,7 @@ def test_min_face_sets_the_first_level_for_small_faces(pipeline, tmp_path, capsy
 def test_a_photo_without_people_gives_an_empty_list(pipeline, tmp_path, capsys):
     empty = tmp_path / "wall.png"
     clutter(np.random.default_rng(3), 640).crop((0, 0, 640, 480)).save(empty)
-    assert pipeline([Image.open(empty)]) == [[]]
+    assert pipeline.predict([Image.open(empty)]) == [[]]
     assert main(["predict", str(empty), "--out", str(tmp_path / "ov")]) == 0
     assert json.loads(capsys.readouterr().out) == {str(empty): []}
     assert (tmp_path / "ov" / "wall_faces.png").exists()
@@ -68,7 +68,7 @@ def test_every_face_of_a_group_photo(pipeline, shared):
         s = side / max(tile.size)
         group.paste(tile.resize((round(tile.width * s), round(tile.height * s))), (k * side, 0))
         truth.append(np.concatenate([pts.min(0), pts.max(0)]) * s + [k * side, 0, k * side, 0])
-    faces, = pipeline([group])
+    faces, = pipeline.predict([group])
     from cnnvision.boxes import box_iou
     iou = box_iou(torch.tensor([f.box for f in faces]), torch.tensor(np.array(truth), dtype=torch.float32))
     assert (iou.max(0).values > 0.5).all()       # every face found ...
@@ -84,7 +84,7 @@ def test_a_face_that_fills_a_large_photo(pipeline, shared):
     dx, dy = round(640 - (box[0] + box[2]) / 2 * s), round(480 - (box[1] + box[3]) / 2 * s)
     photo = Image.new("RGB", (1280, 960), (60, 60, 60))
     photo.paste(frame.resize((round(frame.width * s), round(frame.height * s))), (dx, dy))
-    faces, = pipeline([photo])
+    faces, = pipeline.predict([photo])
     from cnnvision.boxes import box_iou
     truth = torch.tensor((box * s + [dx, dy, dx, dy])[None], dtype=torch.float32)
     iou = box_iou(torch.tensor([f.box for f in faces]), truth)
@@ -97,7 +97,7 @@ def test_landmarks_on_held_out_frames(pipeline, shared):
     photos = [Image.open(p).convert("RGB") for p, _ in frames]
     from cnnvision.boxes import box_iou
     pred = []
-    for faces, (_, pts) in zip(pipeline(photos), frames):  # a frame may show someone else too
+    for faces, (_, pts) in zip(pipeline.predict(photos), frames):  # a frame may show someone else too
         iou = box_iou(torch.tensor([f.box for f in faces]), torch.tensor([[*pts.min(0), *pts.max(0)]]))[:, 0]
         assert iou.max() > 0.5
         pred.append(faces[int(iou.argmax())].keypoints)
@@ -187,3 +187,22 @@ def test_shipped_landmarks68_on_people_it_never_saw(shared, tmp_path):
                  "--images", str(frames68 / "training"), "--split", "val", "--json", str(report)]) == 0
     metrics = json.loads(report.read_text())
     assert metrics["count"] == 438 and metrics["nme"] <= 0.050
+
+
+def test_front_door_takes_paths_pil_images_and_arrays_alike(pipeline, tmp_path):
+    import cnnvision
+    from cnnvision.benchmark import demo_photos
+    photo = demo_photos(1, 320, 240, seed=3)[0]
+    path = tmp_path / "photo.png"
+    photo.save(path)
+    front = cnnvision.FacePipeline(pipeline.detector, pipeline.landmarks)
+    by_path, by_pil, by_array = front(str(path)), front(photo), front(np.asarray(photo))
+    assert len(by_path) >= 1
+    assert [f.to_json() for f in by_path] == [f.to_json() for f in by_pil] == [f.to_json() for f in by_array]
+    grey = front(np.asarray(photo.convert("L")))
+    assert len(grey) == len(by_path)
+    assert cnnvision.load_net(pretrained="landmarks68").task == "keypoints"
+    with pytest.raises(ValueError, match="H x W"):
+        front(np.zeros((4, 4, 7), np.uint8))
+    with pytest.raises(TypeError, match="a path, a PIL image or a numpy array"):
+        front(42)

@@ -65,6 +65,7 @@ def demo_photos(count: int, width: int = 640, height: int = 480, seed: int = 0) 
         canvas = clutter(rng, max(width, height)).crop((0, 0, width, height))
         face = draw_face(_face_points(rng, 96), 96, rng, rng).convert("RGB")
         side = int(rng.uniform(150, 250))
+        side = min(side, width, height)  # a small photo gets a face that fits
         canvas.paste(face.resize((side, side), Image.Resampling.BILINEAR),
                      (int(rng.uniform(0, width - side)), int(rng.uniform(0, height - side))))
         photos.append(canvas)
@@ -81,13 +82,13 @@ def benchmark_pipeline(paths: list[str] | None = None, count: int = 32, rounds: 
     from cnnvision.apps.faces import FacePipeline, resize_to
     pipeline = pipeline or FacePipeline.pretrained()
     photos = [resize_to(imgs.open_image(p, 3), width, height) for p in paths] if paths else demo_photos(count, width, height)
-    faces = [len(f) for f in pipeline(photos[:batch])]  # warm-up, and the faces found
+    faces = [len(f) for f in pipeline.predict(photos[:batch])]  # warm-up, and the faces found
     best = float("inf")
     for _ in range(rounds):
         start = time.perf_counter()
         faces = []
         for i in range(0, len(photos), batch):
-            faces += [len(f) for f in pipeline(photos[i:i + batch])]
+            faces += [len(f) for f in pipeline.predict(photos[i:i + batch])]
         best = min(best, time.perf_counter() - start)
     return {"photos": len(photos), "size": [width, height], "batch": batch, "threads": torch.get_num_threads(),
             "faces_found": sum(faces), "photos_with_one_face": sum(f == 1 for f in faces),

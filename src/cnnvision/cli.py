@@ -109,10 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="every face of each photo with its 68 landmarks; with a model flag, "
                                        "that model alone (keypoints or parts of a face image, digits, boxes)")
     add_model_args(p, required=False)
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--out", metavar="DIR", default="predictions", help="overlay PNGs go here (default predictions/)")
-    p.add_argument("--no-overlay", action="store_true", help="write no overlay PNGs")
-    p.add_argument("--json", metavar="FILE", help="also write the results here")
+    p.add_argument("images", nargs="+", metavar="INPUT",
+                   help="photos, folders (searched recursively for images and videos) and videos "
+                        "(mp4, avi, mov, mkv, webm, animated GIF; needs the video extra)")
+    p.add_argument("--out", metavar="DIR", default="predictions",
+                   help="overlay PNGs (and annotated videos) go here (default predictions/)")
+    p.add_argument("--no-overlay", action="store_true", help="write no overlays")
+    p.add_argument("--json", metavar="FILE", help="write the results here as one JSON object at the end ('-': stdout)")
+    p.add_argument("--jsonl", metavar="FILE", help="photos: write a JSON line per photo or video frame as it is done")
+    p.add_argument("--csv", metavar="FILE", help="photos: write a row per face (path, frame, box, score, 68 points)")
+    p.add_argument("--crops", metavar="DIR", help="photos: save each face, turned upright and scaled by its eyes")
+    p.add_argument("--every", type=int, default=1, metavar="N", help="videos: take every N-th frame (default 1)")
+    p.add_argument("--max-frames", type=int, metavar="N", help="videos: at most N frames of each")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="photos: where the nets run")
     p.add_argument("--parts", action="store_true", help="photos: also paint each face's parts on the overlay")
     p.add_argument("--threshold", type=float, help="photos: lowest detector score kept (default 0.9)")
     p.add_argument("--min-face", type=float, metavar="PX",
@@ -189,8 +198,28 @@ def parse_shares(text: str | None) -> list[float] | None:
         raise InputError(f"--share {text}: expected numbers separated by commas") from None
 
 
+def predict_faces(a: argparse.Namespace) -> int:
+    """``predict`` with no model flag: the face pipeline over photos, folders and videos. Exit
+    status 0 when every input was read, 1 when some were skipped (each named on stderr)."""
+    from cnnvision.apps.faces import FacePipeline
+    from cnnvision.apps.predict import run_predict
+    if a.min_face is not None and a.min_face <= 0:
+        raise InputError(f"--min-face {a.min_face:g}: must be a positive number of pixels")
+    pipeline = FacePipeline.pretrained(a.parts, threshold=a.threshold, min_face=a.min_face, device=a.device)
+    to_files = any(x not in (None, "-") for x in (a.json, a.jsonl, a.csv))
+    json_path = a.json if (a.json or to_files or a.jsonl == "-" or a.csv == "-") else "-"
+    counts = run_predict(a.images, pipeline, None if a.no_overlay else a.out, json_path, a.jsonl, a.csv, a.crops,
+                         a.every, a.max_frames)
+    if to_files:
+        done = ", ".join(f"{counts[k]} {k}" for k in ("photos", "frames", "faces", "skipped") if counts[k] or k == "faces")
+        print(f"cnnvision predict: {done} on {pipeline.device.type}; results in "
+              + ", ".join(p for p in (a.json, a.jsonl, a.csv) if p not in (None, "-")))
+    return 1 if counts["skipped"] else 0
+
+
 def run(a: argparse.Namespace) -> int:
     from cnnvision import checkpoint
+    from cnnvision.files import write_json
     from cnnvision.apps import classify, detect, keypoints, segment
 
     if a.command == "train" and train_task(a) not in ("keypoints", "detection"):
@@ -277,16 +306,9 @@ def run(a: argparse.Namespace) -> int:
                                               detector)
         print(json.dumps(metrics))
         if a.json:
-            keypoints.write_json(a.json, metrics)
+            write_json(a.json, metrics)
     elif a.command == "predict" and not (a.checkpoint or a.pretrained):
-        from cnnvision.apps import faces
-        if a.min_face is not None and a.min_face <= 0:
-            raise InputError(f"--min-face {a.min_face:g}: must be a positive number of pixels")
-        results = faces.predict_photos(a.images, None if a.no_overlay else a.out, a.parts, a.threshold,
-                                       min_face=a.min_face)
-        print(json.dumps(results))
-        if a.json:
-            keypoints.write_json(a.json, results)
+        return predict_faces(a)
     elif a.command == "predict":
         net = checkpoint.load_net(a.checkpoint, a.pretrained)
         out = None if a.no_overlay else a.out
@@ -304,7 +326,7 @@ def run(a: argparse.Namespace) -> int:
             results = keypoints.predict_images(net, a.images, out)
             print(json.dumps(results))
         if a.json:
-            keypoints.write_json(a.json, results)
+            write_json(a.json, results)
     elif a.command == "submit":
         net = checkpoint.load_net(a.checkpoint, a.pretrained)
         if net.task != "keypoints":
@@ -323,7 +345,7 @@ def run(a: argparse.Namespace) -> int:
             result = benchmark(a.net, a.batch_size, a.steps, precision=a.precision, device=a.device)
         print(json.dumps(result))
         if a.json:
-            keypoints.write_json(a.json, result)
+            write_json(a.json, result)
     return 0
 
 
@@ -337,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cnnvision {a.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (``predict ... | head``): stop quietly
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

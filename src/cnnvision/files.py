@@ -3,6 +3,7 @@
 A crash, a full disk or Ctrl-C at any moment leaves either the old file or the new one, never
 half of one, and no temporary behind.
 """
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -32,3 +33,28 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Atomically write JSON, so a failure never leaves half a file where the user looks."""
+    with atomic_open(path) as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+
+
+def unique_name(stem: str, used: set[str]) -> str:
+    """``stem``, or ``stem_2``, ``stem_3``, ... : the first not in ``used`` (which it joins), so two
+    inputs of one name never overwrite each other's outputs."""
+    name, k = stem, 1
+    while name in used:
+        k += 1
+        name = f"{stem}_{k}"
+    used.add(name)
+    return name
+
+
+def plain(value):
+    """A path, or a list of paths (several sources), as config.json stores it."""
+    if isinstance(value, list):
+        return [str(v) if v is not None else None for v in value]
+    return str(value) if value else None

@@ -25,6 +25,12 @@ def open_image(path: str | Path, channels: int = 3) -> Image.Image:
         raise InputError(f"{path}: image too large to decode safely (over {Image.MAX_IMAGE_PIXELS * 2:,} pixels)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise InputError(f"{path}: cannot decode image ({e.__class__.__name__})") from None
+    return open_pil(im, channels)
+
+
+def open_pil(im: Image.Image, channels: int = 3) -> Image.Image:
+    """Any PIL image as grey (1) or RGB (3); transparent pixels composited on white, 16-bit
+    images scaled to their range."""
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
         im = Image.new("RGB", rgba.size, (255, 255, 255))

@@ -11,7 +11,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -341,3 +341,13 @@ def resumed_solver(stored: dict, given: dict) -> dict:
     """A resumed run's solver settings: the stored ones, except the limits the command may change
     (``epochs`` to extend the run, ``max_steps`` to stop it sooner or later)."""
     return {**stored, **{k: given[k] for k in ("epochs", "max_steps") if given.get(k) is not None}}
+
+
+def solver_config(overrides: dict) -> SolverConfig:
+    """A SolverConfig from the given fields (``None`` means "the default"); a name that is not a
+    field is refused rather than silently dropped, so a mistyped option cannot go unnoticed."""
+    known = {f.name for f in fields(SolverConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown solver setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return SolverConfig(**{k: v for k, v in overrides.items() if v is not None})

@@ -14,12 +14,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 from cnnvision import checkpoint
 from cnnvision import images as imgs
-from cnnvision.apps.keypoints import solver_config
 from cnnvision.data.augment import make_augment
 from cnnvision.data.mnist import ClassificationDataset, digit_augment, load_mnist
 from cnnvision.errors import InputError
 from cnnvision.nets.classify import ClassifierConfig, ClassifierNet
-from cnnvision.solver import evaluate, predict, resumed_solver, train_in_folder
+from cnnvision.solver import evaluate, predict, resumed_solver, solver_config, train_in_folder
 
 NO_DATA = ("classification needs --data: a folder with the MNIST idx files (train-images-idx3-ubyte, "
            "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each optionally .gz)")

@@ -9,9 +9,7 @@ import torch
 
 from cnnvision import checkpoint
 from cnnvision import images as imgs
-from cnnvision.apps.keypoints import solver_config
 from cnnvision.data.augment import AugmentConfig, make_augment
-from cnnvision.apps.keypoints import plain
 from cnnvision.boxes import box_iou
 from cnnvision.data.dataset import hold_out_people, identities_from_names, identity_from_name, split_by_identity
 from cnnvision.data.faces68 import parse_points_csv
@@ -19,8 +17,9 @@ from cnnvision.data.kaggle import read_rows
 from cnnvision.data.photos import face_box, group_by_photo, is_web_faces, photo_crops, read_web_faces, split_photos
 from cnnvision.data.scenes import DetectionDataset, concat, frame_crops, frames, scenes
 from cnnvision.errors import InputError
+from cnnvision.files import plain
 from cnnvision.nets.detect import DetectorConfig, DetectorNet
-from cnnvision.solver import evaluate, resumed_solver, train_in_folder
+from cnnvision.solver import evaluate, resumed_solver, solver_config, train_in_folder
 
 
 def train(data: str | list, images: str | list, out: str | Path, resume: bool = False, scene_count: int = 3000,

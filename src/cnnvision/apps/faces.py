@@ -24,7 +24,7 @@ from cnnvision.boxes import box_iou, decode, nms
 from cnnvision.data.faces68 import MARGIN
 from cnnvision.data.photos import extent_of, face_box
 from cnnvision.layers import fold_batch_norm
-from cnnvision.solver import autocast
+from cnnvision.solver import autocast, resolve_device
 from cnnvision.viz import GREEN, RED, draw_box, draw_points
 
 DETECTOR, LANDMARKS, PARTS = "face-detector", "landmarks68", "face-parts"
@@ -51,8 +51,29 @@ class Face:
                 "keypoints": [[round(float(x), 2), round(float(y), 2)] for x, y in self.keypoints]}
 
 
-def inference_copy(net):
-    return fold_batch_norm(copy.deepcopy(net).eval()).to(memory_format=torch.channels_last)
+def inference_copy(net, device: torch.device = torch.device("cpu")):
+    return fold_batch_norm(copy.deepcopy(net).eval()).to(device, memory_format=torch.channels_last)
+
+
+def as_photo(image) -> Image.Image:
+    """A path, PIL image or numpy array (H x W x 3 RGB, H x W x 4 RGBA or H x W grey; uint8, or
+    floats in [0, 1]) as an RGB PIL image."""
+    if isinstance(image, Image.Image):
+        return image if image.mode == "RGB" else imgs.open_pil(image)
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.dtype != np.uint8:
+            if not np.issubdtype(arr.dtype, np.floating):
+                raise ValueError(f"image arrays must be uint8 or floats in [0, 1], not {arr.dtype}")
+            arr = (np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8)
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[..., 0]
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)) or min(arr.shape[:2]) < 1:
+            raise ValueError(f"an image array must be H x W (grey) or H x W x 3 (RGB), not {arr.shape}")
+        return imgs.open_pil(Image.fromarray(np.ascontiguousarray(arr)))
+    if isinstance(image, (str, Path)):
+        return imgs.open_image(image, 3)
+    raise TypeError(f"expected a path, a PIL image or a numpy array, not {type(image).__name__}")
 
 
 def _nchw(arrays: list[np.ndarray]) -> torch.Tensor:
@@ -77,15 +98,16 @@ class FacePipeline:
 
     def __init__(self, detector, landmarks, parts=None, threshold: float | None = None, max_side: int = 1280,
                  min_side: int = 96, level_step: float = 4.0, refine: bool = True, batch_size: int = 16,
-                 flip: bool = True, precision: str = "auto", min_face: float | None = None):
+                 flip: bool = True, precision: str = "auto", min_face: float | None = None, device: str = "cpu"):
         if detector.task != "detection":
             raise ValueError(f"the detector is a {detector.task} model")
         if landmarks.task != "keypoints" or landmarks.cfg.layout != "ibug68":
             raise ValueError("the landmark model must predict the 68-point layout")
         # Inference copies with each batch norm folded into its convolution: one pass fewer over
         # every activation, 13% of the pipeline's time before it was folded.
-        self.detector, self.landmarks = inference_copy(detector), inference_copy(landmarks)
-        self.parts = inference_copy(parts) if parts is not None else None
+        self.device = resolve_device(device)
+        self.detector, self.landmarks = inference_copy(detector, self.device), inference_copy(landmarks, self.device)
+        self.parts = inference_copy(parts, self.device) if parts is not None else None
         self.threshold = THRESHOLD if threshold is None else threshold
         self.max_side, self.min_side, self.level_step = max_side, min_side, level_step
         if min_face is not None and min_face <= 0:
@@ -98,9 +120,15 @@ class FacePipeline:
         self.precision = precision
 
     @classmethod
-    def pretrained(cls, with_parts: bool = False, **kw) -> "FacePipeline":
-        parts = checkpoint.load_net(pretrained=PARTS) if with_parts else None
-        return cls(checkpoint.load_net(pretrained=DETECTOR), checkpoint.load_net(pretrained=LANDMARKS), parts, **kw)
+    def pretrained(cls, parts: bool = False, threshold: float | None = None, min_face: float | None = None,
+                   device: str = "cpu", **options) -> "FacePipeline":
+        """The shipped models: ``face-detector``, ``landmarks68`` and, with ``parts``, ``face-parts``.
+        ``threshold``: lowest detector score kept (default: the pipeline's); ``min_face``: also
+        search for faces this many pixels across; ``device``: cpu, cuda or auto. Other
+        ``FacePipeline`` options (``max_side``, ``refine``, ...) pass through."""
+        return cls(checkpoint.load_net(pretrained=DETECTOR), checkpoint.load_net(pretrained=LANDMARKS),
+                   checkpoint.load_net(pretrained=PARTS) if parts else None, threshold=threshold,
+                   min_face=min_face, device=device, **options)
 
     def levels(self, width: int, height: int) -> list[float]:
         """The scales at which a width x height photo is searched, largest first: from its own size
@@ -128,20 +156,20 @@ class FacePipeline:
         level of the pyramid is resized from the one before, as a tensor."""
         cfg = self.detector.cfg
         found = []
-        with torch.inference_mode(), autocast(torch.device("cpu"), self.precision):
+        with torch.inference_mode(), autocast(self.device, self.precision):
             for im in photos:
                 scales = self.levels(*im.size)
                 first = im.convert("RGB" if cfg.in_channels == 3 else "L")
                 size = (max(1, round(im.width * scales[0])), max(1, round(im.height * scales[0])))
                 if size != first.size:
                     first = first.resize(size, Image.Resampling.BILINEAR)
-                x = _nchw([np.asarray(first)])
+                x = _nchw([np.asarray(first)]).to(self.device)
                 boxes, scores = [], []
                 for k, scale in enumerate(scales):
                     if k:
                         x = shrink(x, max(1, round(im.height * scale)), max(1, round(im.width * scale)))
                     out = self.detector.predict(x)[0]
-                    b, sc = decode(out.float(), cfg.stride, cfg.scale, self.threshold)
+                    b, sc = decode(out.float().cpu(), cfg.stride, cfg.scale, self.threshold)
                     boxes.append(b * (im.width / x.shape[-1]))
                     scores.append(sc)
                 b, sc = torch.cat(boxes), torch.cat(scores)
@@ -164,11 +192,11 @@ class FacePipeline:
         """(F, 68, 2) landmarks in photo pixels of the faces framed by ``squares``."""
         size = self.landmarks.cfg.image_size
         out = []
-        with torch.inference_mode(), autocast(torch.device("cpu"), self.precision):
+        with torch.inference_mode(), autocast(self.device, self.precision):
             for start in range(0, len(owners), self.batch_size):
                 x = self._crops(self.landmarks, photos, owners[start:start + self.batch_size],
-                                squares[start:start + self.batch_size])
-                out.append(self.landmarks.predict(x, flip=flip).float())
+                                squares[start:start + self.batch_size]).to(self.device)
+                out.append(self.landmarks.predict(x, flip=flip).float().cpu())
         points = torch.cat(out).numpy()
         return np.stack([imgs.from_crop(p, sq, size) for p, sq in zip(points, squares)])
 
@@ -185,7 +213,14 @@ class FacePipeline:
             points = self._points(photos, owners, squares, self.flip)
         return points
 
-    def __call__(self, photos: list[Image.Image]) -> list[list[Face]]:
+    def __call__(self, image) -> list[Face]:
+        """The faces of one image: a path, a PIL image, or a numpy array (H x W x 3 RGB or H x W
+        grey, uint8), in its pixels, best first."""
+        return self.predict([image])[0]
+
+    def predict(self, images) -> list[list[Face]]:
+        """The faces of each image (paths, PIL images or numpy arrays, as ``__call__`` takes)."""
+        photos = [as_photo(im) for im in images]
         detections = self.detect(photos)
         owners = [i for i, (b, _) in enumerate(detections) for _ in range(len(b))]
         if not owners:
@@ -202,11 +237,11 @@ class FacePipeline:
     def _parts(self, photos, owners, points) -> list[tuple[np.ndarray, tuple]]:
         squares = [imgs.square_box(*p.min(0), *p.max(0), MARGIN) for p in points]
         masks = []
-        with torch.inference_mode(), autocast(torch.device("cpu"), self.precision):
+        with torch.inference_mode(), autocast(self.device, self.precision):
             for start in range(0, len(owners), self.batch_size):
                 x = self._crops(self.parts, photos, owners[start:start + self.batch_size],
-                                squares[start:start + self.batch_size])
-                masks.append(self.parts.predict(x).float().argmax(1).to(torch.uint8))
+                                squares[start:start + self.batch_size]).to(self.device)
+                masks.append(self.parts.predict(x).float().argmax(1).to(torch.uint8).cpu())
         return list(zip(torch.cat(masks).numpy(), squares))
 
 
@@ -247,7 +282,7 @@ def predict_photos(paths: list[str], out_dir: str | Path | None = "predictions",
     for start in range(0, len(paths), batch):
         chunk = paths[start:start + batch]
         photos = [imgs.open_image(p, 3) for p in chunk]
-        for path, im, faces in zip(chunk, photos, pipeline(photos)):
+        for path, im, faces in zip(chunk, photos, pipeline.predict(photos)):
             results[str(path)] = [f.to_json() for f in faces]
             if out_dir is not None:
                 name = unique_name(Path(path).stem + "_faces", used)
@@ -285,7 +320,7 @@ def evaluate_landmarks_on_photos(pipeline: "FacePipeline", images_dir: str | Pat
     errors, found = [], 0
     for name, idx in rows.items():
         photo = imgs.open_image(Path(images_dir) / name, 3)
-        faces = pipeline([photo])[0]
+        faces = pipeline(photo)
         if not faces:
             continue
         boxes = torch.tensor([f.box for f in faces], dtype=torch.float32)

@@ -4,7 +4,7 @@ Each function is what one CLI subcommand does; all of them compose the Dataset, 
 """
 import csv
 import json
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +18,10 @@ from cnnvision.data.augment import AugmentConfig, make_augment
 from cnnvision.data.dataset import KeypointDataset, hold_out_people, split_summary
 from cnnvision.data.kaggle import KEYPOINT_COLUMNS, load_arrays, read_rows
 from cnnvision.errors import InputError
-from cnnvision.files import atomic_open
+from cnnvision.files import atomic_open, plain, unique_name
 from cnnvision.nets import KeypointNet, KeypointNetConfig
-from cnnvision.solver import SolverConfig, evaluate, predict, resumed_solver, train_in_folder
+from cnnvision.solver import evaluate, predict, resumed_solver, solver_config, train_in_folder
 from cnnvision.viz import draw_box, draw_points, face_grid
-
-
-def solver_config(overrides: dict) -> SolverConfig:
-    known = {f.name for f in fields(SolverConfig)}
-    return SolverConfig(**{k: v for k, v in overrides.items() if k in known and v is not None})
 
 
 def train(data: str | list | None = None, images: str | list | None = None, net: str = "kpheat",
@@ -91,13 +86,6 @@ def train(data: str | list | None = None, images: str | list | None = None, net:
     return metrics
 
 
-def plain(value):
-    """A path or list of paths as config.json stores it."""
-    if isinstance(value, list):
-        return [str(v) if v is not None else None for v in value]
-    return str(value) if value else None
-
-
 def split_kinds(dataset) -> list[str]:
     """How each source's validation faces were chosen: 'identity' (no person on both sides),
     'photo' (no photo on both sides) or 'row'."""
@@ -109,13 +97,6 @@ def split_kinds(dataset) -> list[str]:
         files = names and names[0].lower().endswith((".jpg", ".jpeg", ".png", ".bmp", ".webp"))
         kinds.append(identities_from_names(names)[1] if files else "identity" if dataset.identities else "row")
     return kinds
-
-
-def write_json(path: str | Path, obj) -> None:
-    """Atomically write JSON, so a failure never leaves half a file where the user looks."""
-    with atomic_open(path) as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
 
 
 def evaluate_file(net, data: str, images: str | None = None, skip_bad_rows: bool = False,
@@ -173,15 +154,6 @@ def predict_images(net, paths: list[str], out_dir: str | Path | None = None, bat
             overlay = draw_box(draw_points(im, src), [0, 0, im.width - 1, im.height - 1])
             overlay.save(Path(out_dir) / f"{name}.png")
     return results
-
-
-def unique_name(stem: str, used: set[str]) -> str:
-    name, k = stem, 1
-    while name in used:
-        k += 1
-        name = f"{stem}_{k}"
-    used.add(name)
-    return name
 
 
 def submit(net, test: str, lookup: str, out: str, skip_bad_rows: bool = False) -> int:

@@ -14,13 +14,13 @@ from PIL import Image
 
 from cnnvision import checkpoint
 from cnnvision import images as imgs
-from cnnvision.apps.keypoints import solver_config, unique_name
 from cnnvision.data.augment import AugmentConfig, make_augment
 from cnnvision.data.dataset import hold_out_people, split_summary
 from cnnvision.data.parts import CLASSES, SegmentationDataset, load_parts
 from cnnvision.errors import InputError
+from cnnvision.files import unique_name
 from cnnvision.nets.segment import SegmenterConfig, SegmenterNet, overlay
-from cnnvision.solver import evaluate, predict, resumed_solver, train_in_folder
+from cnnvision.solver import evaluate, predict, resumed_solver, solver_config, train_in_folder
 
 NO_DATA = ("segmentation needs --data: a 68-point CSV (file name, then x0,y0..x67,y67) and --images, "
            "its image folder; the part masks are drawn from the points")
