@@ -195,3 +195,16 @@ def test_real_photos_split_by_photo(shared):
     train, val = hold_out_people(data, 0.15, "faces-300w")
     assert not set(train.names) & set(val.names)
     assert 250 < len(val) < 350
+
+
+def test_kaggle_style_crops_join_a_kaggle_csv(tmp_path, faces96):
+    from test_data import write_kaggle_csv
+    write_kaggle_csv(faces96, tmp_path / "training.csv")
+    csv_path, images = write_photos68(tmp_path, photos=10, size=120)
+    both = load_sources([str(tmp_path / "training.csv"), str(csv_path)], [str(images)], shares=[0.7, 0.3])
+    assert both.layout.name == "kaggle15" and both.images.shape[1:] == (1, 96, 96)
+    mine = both.source(1)
+    eyes = (mine.points[:, 0] + mine.points[:, 1]) / 2
+    distance = (mine.points[:, 0] - mine.points[:, 1]).norm(dim=-1)
+    assert (eyes - torch.tensor([48.3, 37.8])).abs().max() < 9 and ((distance - 36.3).abs() < 36.3 * 0.11).all()
+    assert mine.points[:, 0, 0].mean() > mine.points[:, 1, 0].mean()  # Kaggle's left eye is on the image's right

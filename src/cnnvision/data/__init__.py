@@ -44,21 +44,35 @@ def load_keypoints(path: str | Path | None, images: str | Path | None = None, si
 def load_sources(paths: list[str | None], images: list[str | None], size: int = 96, channels: int = 1,
                  skip_bad_rows: bool = False, use_cache: bool = True, synthetic_count: int = 2400,
                  shares: list[float] | None = None) -> KeypointDataset:
-    """Several keypoint files trained on together (``--data A --images DA --data B --images DB``):
-    the ``images`` list pairs with ``paths`` in order (missing or ``None`` entries for Kaggle
-    CSVs); ``shares`` (normalised to sum to 1) sets each source's part of a training batch."""
-    if len(images) > len(paths):
-        raise InputError(f"{len(images)} --images folders for {len(paths)} --data files; give one --images per 68-point --data, in order")
-    images = list(images) + [None] * (len(paths) - len(images))
-    if len(paths) == 1 and not shares:
-        return load_keypoints(paths[0], images[0], size, channels, skip_bad_rows, use_cache, synthetic_count)
+    """Several keypoint files trained on together (``--data A --images DA --data B --images DB``).
+    The ``images`` folders go, in order, to the sources that need one (68-point CSVs; a Kaggle
+    CSV holds its own pixels). With a Kaggle CSV among them, 68-point sources become Kaggle-style
+    crops with the 15 points (``load_kaggle_style``). ``shares`` (normalised to sum to 1) sets
+    each source's part of a training batch (default: in proportion to its size)."""
     if shares is not None:
         if len(shares) != len(paths):
             raise InputError(f"--share has {len(shares)} values for {len(paths)} --data sources; give one per source")
         if any(not (0 <= s < float("inf")) for s in shares) or sum(shares) <= 0:
             raise InputError(f"--share {','.join(f'{s:g}' for s in shares)}: shares must be numbers >= 0, not all 0")
         shares = [s / sum(shares) for s in shares]
-    parts = [load_keypoints(p, i, size, channels, skip_bad_rows, use_cache, synthetic_count) for p, i in zip(paths, images)]
+    kinds = [sniff(Path(p)) if p is not None and Path(p).is_file() else "faces68" for p in paths]
+    need = kinds.count("faces68") if paths != [None] else 0
+    if len(images) != need and not (len(paths) == 1 and not images):
+        raise InputError(f"{len(images)} --images folders for {need} 68-point --data files; give one --images per "
+                         "68-point --data, in order")
+    if len(paths) == 1 and not shares:
+        return load_keypoints(paths[0], images[0] if images else None, size, channels, skip_bad_rows, use_cache,
+                              synthetic_count)
+    folders = iter(images)
+    parts = []
+    for path, kind in zip(paths, kinds):
+        if kind == "kaggle":
+            parts.append(load_keypoints(path, None, size, channels, skip_bad_rows, use_cache))
+        elif "kaggle" in kinds:
+            from cnnvision.data.faces68 import load_kaggle_style
+            parts.append(load_kaggle_style(path, next(folders), use_cache))
+        else:
+            parts.append(load_keypoints(path, next(folders), size, channels, skip_bad_rows, use_cache, synthetic_count))
     return join(parts, tuple(shares) if shares else None)
 
 
