@@ -123,7 +123,7 @@ def test_predict_photos_json_overlays_and_batching(shared, tmp_path, capsys):
     assert list(result) == paths
     for path in paths:
         (f,) = result[path]
-        assert set(f) == {"box", "score", "keypoints"} and len(f["keypoints"]) == 68 and 0.5 <= f["score"] <= 1
+        assert set(f) == {"box", "score", "keypoints", "parts"} and len(f["keypoints"]) == 68 and 0.5 <= f["score"] <= 1
     upright = np.array(result[paths[1]][0]["keypoints"])
     assert np.abs(np.array(result[paths[2]][0]["keypoints"]) - upright).mean() < 2.0
     assert len(list((tmp_path / "ov").glob("*_faces.png"))) == 3
@@ -140,10 +140,10 @@ def test_predict_bad_photo_is_one_line(tmp_path, capsys):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
     out_json = tmp_path / "faces.json"
-    assert main(["predict", str(bad), "--json", str(out_json), "--out", str(tmp_path / "ov")]) == 2
+    assert main(["predict", str(bad), "--json", str(out_json), "--out", str(tmp_path / "ov")]) == 1
     err = capsys.readouterr().err
-    assert "broken.jpg: cannot decode image" in err and err.count("\n") == 1
-    assert not out_json.exists()
+    assert "skipped" in err and "broken.jpg: cannot decode image" in err and err.count("\n") == 1
+    assert json.loads(out_json.read_text()) == {}  # written, and holding nothing of the bad file
 
 
 def test_pipeline_benchmark_reports_photos_per_second(pipeline):
@@ -174,7 +174,7 @@ def test_an_image_too_large_to_decode_safely_is_refused(tmp_path, monkeypatch, c
     big = tmp_path / "huge.png"
     Image.new("RGB", (300, 200)).save(big)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100 // 2)  # 60,000 pixels is over twice this
-    assert main(["predict", str(big), "--no-overlay"]) == 2
+    assert main(["predict", str(big), "--no-overlay"]) == 1  # skipped, named, the run goes on
     err = capsys.readouterr().err
     assert "huge.png: image too large to decode safely" in err and err.count("\n") == 1
 

@@ -37,6 +37,18 @@ def load(path: str | Path) -> dict:
     return state
 
 
+def run_config(path: str | Path, task: str) -> dict:
+    """The training settings stored in a run's ``last.pt``, for ``--resume``; a checkpoint of
+    another task, or one without them (weights only), is refused in one line."""
+    state = load(path)
+    stored = state["net"].get("task") if isinstance(state["net"], dict) else None
+    if stored != task:
+        raise InputError(f"{path}: is a {stored} run, not a {task} one; resume it with --task {stored}")
+    if not isinstance(state.get("config"), dict) or "solver" not in state["config"]:
+        raise InputError(f"{path}: holds no training settings to resume from (weights only?)")
+    return state["config"]
+
+
 def pretrained_path(name: str) -> Path:
     if name not in PRETRAINED:
         raise InputError(f"unknown pretrained model {name!r}; available: {', '.join(PRETRAINED)}")

@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos: take every N-th frame (default 1)")
     p.add_argument("--max-frames", type=int, metavar="N", help="videos: at most N frames of each")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="photos: where the nets run")
+    p.add_argument("--max-pixels", type=int, metavar="N",
+                   help="refuse images of more pixels than this before decoding them (default 40,000,000)")
     p.add_argument("--parts", action="store_true", help="photos: also paint each face's parts on the overlay")
     p.add_argument("--threshold", type=float, help="photos: lowest detector score kept (default 0.9)")
     p.add_argument("--min-face", type=float, metavar="PX",
@@ -205,6 +207,9 @@ def predict_faces(a: argparse.Namespace) -> int:
     from cnnvision.apps.predict import run_predict
     if a.min_face is not None and a.min_face <= 0:
         raise InputError(f"--min-face {a.min_face:g}: must be a positive number of pixels")
+    if a.max_pixels is not None:
+        from cnnvision.images import set_max_pixels
+        set_max_pixels(a.max_pixels)
     pipeline = FacePipeline.pretrained(a.parts, threshold=a.threshold, min_face=a.min_face, device=a.device)
     to_files = any(x not in (None, "-") for x in (a.json, a.jsonl, a.csv))
     json_path = a.json if (a.json or to_files or a.jsonl == "-" or a.csv == "-") else "-"
@@ -359,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cnnvision {a.command}: interrupted", file=sys.stderr)
         return 130
+    except (PermissionError, IsADirectoryError, NotADirectoryError, FileNotFoundError) as e:
+        where = e.filename or "a file"
+        print(f"cnnvision {a.command}: error: {where}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # the reader went away (``predict ... | head``): stop quietly
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

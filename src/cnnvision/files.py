@@ -3,6 +3,7 @@
 A crash, a full disk or Ctrl-C at any moment leaves either the old file or the new one, never
 half of one, and no temporary behind.
 """
+import errno
 import json
 import os
 import tempfile
@@ -20,6 +21,8 @@ def _umask() -> int:
 def atomic_open(path: str | Path, mode: str = "w", **kwargs):
     """``open(path, mode)`` whose result appears at ``path`` only when the block succeeds."""
     path = Path(path)
+    if path.is_dir():  # said of the target, not of the temporary file the rename would fail on
+        raise IsADirectoryError(errno.EISDIR, "Is a directory, expected a file name", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

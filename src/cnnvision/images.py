@@ -7,6 +7,20 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from cnnvision.errors import InputError
 
 
+# The most pixels an image may have before it is decoded: a 6,000 x 6,000 photo (36 M) is read, a
+# 12,500 x 12,500 PNG (156 M pixels, 470 MB as RGB) is refused before it fills the memory.
+# ``--max-pixels`` (or set_max_pixels) raises it.
+MAX_PIXELS = 40_000_000
+
+
+def set_max_pixels(limit: int) -> None:
+    global MAX_PIXELS
+    if limit < 1:
+        raise InputError(f"--max-pixels {limit}: must be a positive number of pixels")
+    MAX_PIXELS = limit
+    Image.MAX_IMAGE_PIXELS = max(limit, Image.MAX_IMAGE_PIXELS or 0)
+
+
 def open_image(path: str | Path, channels: int = 3) -> Image.Image:
     """Decode an image, honour its EXIF orientation, and convert to grey (1) or RGB (3).
 
@@ -19,6 +33,9 @@ def open_image(path: str | Path, channels: int = 3) -> Image.Image:
         raise InputError(f"{path}: is a folder, expected an image")
     try:
         with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise InputError(f"{path}: {im.width}x{im.height} is {im.width * im.height:,} pixels, over the limit "
+                                 f"of {MAX_PIXELS:,} (raise it with --max-pixels)")
             im = ImageOps.exif_transpose(im)
             im.load()
     except Image.DecompressionBombError:

@@ -31,7 +31,7 @@ def train(data: str | None, net: str = "lenet5", out: str | Path = "runs/lenet5-
     fields to change. ``solver`` holds SolverConfig fields. Returns the final metrics."""
     out = Path(out)
     if resume:
-        stored = checkpoint.load(out / "last.pt")["config"]
+        stored = checkpoint.run_config(out / "last.pt", "classification")
         data, net, augment = stored["data"], stored["net"]["arch"], stored["augment"] or False
         solver = resumed_solver(stored["solver"], solver)
     elif (out / "last.pt").exists():

@@ -36,7 +36,7 @@ def train(data: str | list, images: str | list, out: str | Path, resume: bool = 
     dict of AugmentConfig fields to change. ``init``: a detector checkpoint to start from."""
     out = Path(out)
     if resume:
-        stored = checkpoint.load(out / "last.pt")["config"]
+        stored = checkpoint.run_config(out / "last.pt", "detection")
         data, images, scene_count = stored["data"], stored["images"], stored["scene_count"]
         image_size, val_fraction, width = stored["image_size"], stored["val_fraction"], stored["net"]["width"]
         objectness_loss = stored["net"].get("objectness_loss", "bce")

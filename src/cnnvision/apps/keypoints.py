@@ -39,7 +39,7 @@ def train(data: str | list | None = None, images: str | list | None = None, net:
     """
     out = Path(out)
     if resume:
-        stored = checkpoint.load(out / "last.pt")["config"]
+        stored = checkpoint.run_config(out / "last.pt", "keypoints")
         data, images, net = stored["data"], stored["images"], stored["net"]["arch"]
         val_fraction, image_size, channels = stored["val_fraction"], stored["image_size"], stored["channels"]
         width, skip_bad_rows, augment = stored["net"]["width"], stored["skip_bad_rows"], stored["augment"] or False

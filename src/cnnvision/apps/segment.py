@@ -35,7 +35,7 @@ def train(data: str | None, images: str | None = None, net: str = "segnet", out:
     AugmentConfig fields to change. ``solver`` holds SolverConfig fields. Returns the final metrics."""
     out = Path(out)
     if resume:
-        stored = checkpoint.load(out / "last.pt")["config"]
+        stored = checkpoint.run_config(out / "last.pt", "segmentation")
         data, images, net = stored["data"], stored["images"], stored["net"]["arch"]
         val_fraction, image_size, channels = stored["val_fraction"], stored["image_size"], stored["channels"]
         width, class_weights = stored["net"]["width"], stored["net"]["class_weights"]

@@ -14,7 +14,7 @@ import torch
 from cnnvision import images as imgs
 from cnnvision.data import cache
 from cnnvision.data.dataset import KeypointDataset, identities_from_names
-from cnnvision.data.kaggle import read_rows
+from cnnvision.data.kaggle import check_points, read_rows
 from cnnvision.data.layouts import IBUG68
 from cnnvision.errors import InputError
 
@@ -72,8 +72,13 @@ def load_faces68(csv_path: str | Path, images_dir: str | Path | None = None, siz
     if arrays is None:
         names, points = parse_points_csv(csv_path)
         crops, boxes = [], []
-        for name, pts in zip(names, points):
+        for row, (name, pts) in enumerate(zip(names, points), start=2):
             im = imgs.open_image(images_dir / name, channels)
+            try:
+                check_points(pts[:, 0], im.width)
+                check_points(pts[:, 1], im.height)
+            except ValueError as e:
+                raise InputError(f"{csv_path}: row {row} ({name}): {e}") from None
             box = face_box(pts)
             crop = imgs.crop_square(im, box, size)
             crops.append(crop[None] if channels == 1 else crop.transpose(2, 0, 1))

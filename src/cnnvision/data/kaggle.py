@@ -35,11 +35,28 @@ def open_text(path: Path):
     return io.TextIOWrapper(raw, encoding="utf-8", newline="")
 
 
+MAX_ROW_BYTES = 4 << 20  # a Kaggle row is about 40 KB, a 68-point row 1 KB
+
+
+def bounded_lines(f, path: Path):
+    """The lines of a text file, refusing one longer than MAX_ROW_BYTES before it is read whole
+    (a file without line breaks would otherwise fill the memory)."""
+    number = 0
+    while True:
+        line = f.readline(MAX_ROW_BYTES + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_ROW_BYTES:
+            raise InputError(f"{path}: row {number} is longer than {MAX_ROW_BYTES >> 20} MB; not a CSV of this kind")
+        yield line
+
+
 def read_rows(path: Path):
     """Yield (line number, row) after the header, which is returned first."""
     f = open_text(path)
     try:
-        reader = csv.reader(f)
+        reader = csv.reader(bounded_lines(f, path))
         try:
             header = next(reader)
         except StopIteration:
@@ -58,12 +75,27 @@ def read_rows(path: Path):
 
 
 def parse_pixels(text: str) -> np.ndarray:
-    values = np.array(text.split(), dtype=np.int32)  # ValueError on non-numbers
+    try:
+        values = np.array(text.split(), dtype=np.int32)  # ValueError on non-numbers
+    except OverflowError:
+        raise ValueError("has pixel values outside 0-255") from None
     if values.size != PIXELS:
         raise ValueError(f"has {values.size} pixels, expected {PIXELS} (96x96)")
     if values.min() < 0 or values.max() > 255:
         raise ValueError("has pixel values outside 0-255")
     return values.astype(np.uint8).reshape(SIDE, SIDE)
+
+
+def check_points(values: np.ndarray, side: float) -> None:
+    """Refuse coordinates that are not numbers or lie outside the image by more than its size
+    (a typo, a unit mix-up): they would poison the loss and every figure computed on them.
+    Missing values (NaN) are allowed."""
+    present = values[~np.isnan(values)]
+    if np.isinf(present).any():
+        raise ValueError("has an infinite keypoint value")
+    if present.size and (present.min() < -side or present.max() > 2 * side):
+        bad = present[(present < -side) | (present > 2 * side)][0]
+        raise ValueError(f"keypoint value {bad:g} lies outside the image by more than its size")
 
 
 def describe(error: ValueError) -> str:
@@ -102,6 +134,7 @@ def parse_csv(path: Path, skip_bad_rows: bool = False) -> dict[str, np.ndarray]:
             img = parse_pixels(row[image_col])
             if has_points:
                 pts = np.array([float(row[c]) if row[c].strip() else np.nan for c in point_cols], np.float32)
+                check_points(pts, SIDE)
             ident = int(row[id_col]) if id_col is not None else len(images) + 1
         except ValueError as e:
             if skip_bad_rows:
