@@ -130,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="photos: also find faces down to PX pixels across (slower: by default faces under "
                         "about 32 px in the photo, or in its 1280 px reduction, are often missed)")
 
+    p = sub.add_parser("serve", help="a local web page (and POST /predict) for faces in photos")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload accepted (default 20 MB)")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image accepted (default 40 M pixels)")
+    p.add_argument("--threshold", type=float, help="lowest detector score kept")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
+
     p = sub.add_parser("submit", help="a Kaggle submission file")
     add_model_args(p)
     p.add_argument("--test", required=True, help="Kaggle test.csv (ImageId,Image)")
@@ -332,6 +340,11 @@ def run(a: argparse.Namespace) -> int:
             print(json.dumps(results))
         if a.json:
             write_json(a.json, results)
+    elif a.command == "serve":
+        from cnnvision.apps.faces import FacePipeline
+        from cnnvision.apps.serve import serve
+        serve(FacePipeline.pretrained(threshold=a.threshold, device=a.device), a.host, a.port,
+              max_upload=int(a.max_upload_mb * (1 << 20)), max_pixels=a.max_pixels)
     elif a.command == "submit":
         net = checkpoint.load_net(a.checkpoint, a.pretrained)
         if net.task != "keypoints":
