@@ -271,10 +271,14 @@ class KeypointNet(nn.Module):
         out = {"rmse": float(err[labelled].pow(2).mean().sqrt()), "count": len(data)}
         if self.layout.name == "ibug68":
             out.update(nme_summary(per_face_nme(points, data.points)))
-            sources = getattr(data, "sources", None)
-            if sources is not None and int(sources.max()) > 0:  # each joined source on its own
-                for k in range(int(sources.max()) + 1):
-                    out[f"nme_source{k}"] = nme(points[sources == k], data.points[sources == k])
+        sources = getattr(data, "sources", None)
+        if sources is not None and int(sources.max()) > 0:  # each joined source on its own
+            for k in range(int(sources.max()) + 1):
+                mine = sources == k
+                part = err[mine]
+                out[f"rmse_source{k}"] = float(part[~torch.isnan(part)].pow(2).mean().sqrt())
+                if self.layout.name == "ibug68":
+                    out[f"nme_source{k}"] = nme(points[mine], data.points[mine])
         return out
 
 
