@@ -12,6 +12,29 @@ from cnnvision.nets import KeypointNet, KeypointNetConfig
 from cnnvision.solver import Solver, SolverConfig, predict
 
 
+def machine() -> dict:
+    """What the figures depend on: the CPU's vector and matrix features (from /proc/cpuinfo on
+    Linux, torch's own report elsewhere), the threads, torch's build, and any GPU."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    wanted = {"avx2": "avx2", "avx512f": "avx512", "avx512_bf16": "avx512_bf16", "amx_bf16": "amx_bf16",
+              "avx512_vnni": "avx512_vnni", "avx_vnni": "avx_vnni", "asimd": "neon", "bf16": "arm_bf16"}
+    from cnnvision.solver import cpu_has_bf16
+    info = {"cpu_features": sorted(name for flag, name in wanted.items() if flag in flags),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "bf16_fast": cpu_has_bf16(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
 def benchmark(net: str = "basic_cnn", batch_size: int = 50, steps: int = 40, warmup: int = 5,
               augment: bool = True, **solver) -> dict:
     cfg = SolverConfig(batch_size=batch_size, **{k: v for k, v in solver.items() if v is not None})
@@ -45,8 +68,10 @@ def benchmark(net: str = "basic_cnn", batch_size: int = 50, steps: int = 40, war
     start = time.perf_counter()
     predict(model, timed, flip=True, **kwargs)
     flip_rate = len(timed) / (time.perf_counter() - start)
-    return {"net": net, "batch_size": batch_size, "steps": steps, "threads": torch.get_num_threads(),
-            "precision": cfg.precision, "channels_last": cfg.channels_last, "device": str(trainer.device),
+    from cnnvision.solver import cpu_has_bf16
+    chosen = cfg.precision if cfg.precision != "auto" else ("bf16" if cpu_has_bf16() else "fp32")
+    return {"net": net, "batch_size": batch_size, "steps": steps, "machine": machine(),
+            "precision": cfg.precision, "precision_used": chosen, "runtime": "torch", "channels_last": cfg.channels_last, "device": str(trainer.device),
             "train_examples_per_sec": round(train_rate, 1), "infer_examples_per_sec": round(infer_rate, 1),
             "infer_flip_examples_per_sec": round(flip_rate, 1)}
 
@@ -90,6 +115,7 @@ def benchmark_pipeline(paths: list[str] | None = None, count: int = 32, rounds: 
         for i in range(0, len(photos), batch):
             faces += [len(f) for f in pipeline.predict(photos[i:i + batch])]
         best = min(best, time.perf_counter() - start)
-    return {"photos": len(photos), "size": [width, height], "batch": batch, "threads": torch.get_num_threads(),
+    return {"photos": len(photos), "size": [width, height], "batch": batch, "machine": machine(),
+            "device": pipeline.device.type, "precision": pipeline.precision, "runtime": "torch",
             "faces_found": sum(faces), "photos_with_one_face": sum(f == 1 for f in faces),
             "photos_per_sec": round(len(photos) / best, 1)}
