@@ -58,8 +58,11 @@ def decode(output: torch.Tensor, stride: int, scale: float, threshold: float = 0
     return corners[:, keep].t(), output[0][keep]
 
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float = 0.4) -> torch.Tensor:
-    """Greedy non-maximum suppression: indices of the kept boxes, best first."""
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float = 0.4, inside: float | None = None) -> torch.Tensor:
+    """Greedy non-maximum suppression: indices of the kept boxes, best first. With ``inside``, a
+    box is also dropped when that share of it (or of the better box) lies within a better box:
+    the same face seen at two levels of a pyramid, once whole and once as its middle, overlaps
+    too little for IoU to merge them."""
     order = scores.argsort(descending=True)
     keep = []
     while order.numel():
@@ -67,9 +70,22 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float = 0.4) -> torch.Te
         keep.append(int(best))
         if order.numel() == 1:
             break
-        overlap = box_iou(boxes[best][None], boxes[order[1:]])[0]
-        order = order[1:][overlap <= iou]
+        rest = boxes[order[1:]]
+        drop = box_iou(boxes[best][None], rest)[0] > iou
+        if inside is not None:
+            drop |= covered(boxes[best], rest) > inside
+        order = order[1:][~drop]
     return torch.tensor(keep, dtype=torch.long)
+
+
+def covered(box: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    """For each of ``others`` (M, 4), the intersection with ``box`` (4,) over the smaller area."""
+    lt = torch.maximum(box[:2], others[:, :2])
+    rb = torch.minimum(box[2:], others[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area = (box[2:] - box[:2]).clamp(min=0).prod()
+    areas = (others[:, 2:] - others[:, :2]).clamp(min=0).prod(-1)
+    return inter / torch.minimum(areas, area).clamp(min=1e-9)
 
 
 def average_precision(detections: list[tuple[torch.Tensor, torch.Tensor]], truths: list[torch.Tensor],

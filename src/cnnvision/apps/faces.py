@@ -36,6 +36,9 @@ THRESHOLD = 0.9
 # of held-out people it found 99% of faces 32-47 px across, 76% of 24-31 px, 31% of 16-23 px
 # (benchmarks/pipeline_photos.py).
 SMALLEST_FACE = 32
+# A detection mostly (this share) inside a better one is the same face seen at another pyramid
+# level: on web-faces validation photos, IoU alone left ... such boxes.
+INSIDE = 0.65
 
 
 @dataclass
@@ -98,7 +101,8 @@ class FacePipeline:
 
     def __init__(self, detector, landmarks, parts=None, threshold: float | None = None, max_side: int = 1280,
                  min_side: int = 96, level_step: float = 4.0, refine: bool = True, batch_size: int = 16,
-                 flip: bool = True, precision: str = "auto", min_face: float | None = None, device: str = "cpu"):
+                 flip: bool = True, precision: str = "auto", min_face: float | None = None, device: str = "cpu",
+                 enlarge_to: int | None = None):
         if detector.task != "detection":
             raise ValueError(f"the detector is a {detector.task} model")
         if landmarks.task != "keypoints" or landmarks.cfg.layout != "ibug68":
@@ -110,6 +114,7 @@ class FacePipeline:
         self.parts = inference_copy(parts, self.device) if parts is not None else None
         self.threshold = THRESHOLD if threshold is None else threshold
         self.max_side, self.min_side, self.level_step = max_side, min_side, level_step
+        self.enlarge_to = detector.cfg.image_size if enlarge_to is None else enlarge_to
         if min_face is not None and min_face <= 0:
             raise ValueError(f"min_face must be positive, not {min_face}")
         self.min_face = min_face
@@ -139,10 +144,10 @@ class FacePipeline:
         longest, shortest = max(width, height), min(width, height)
         if self.min_face:
             scale = SMALLEST_FACE / self.min_face
-        elif longest >= self.detector.cfg.image_size:
+        elif longest >= self.enlarge_to:
             scale = min(1.0, self.max_side / longest)
         else:
-            scale = self.detector.cfg.image_size / longest
+            scale = self.enlarge_to / longest
         found = [scale]
         smallest = self.min_side / shortest
         while found[-1] / self.level_step >= smallest:
@@ -173,7 +178,7 @@ class FacePipeline:
                     boxes.append(b * (im.width / x.shape[-1]))
                     scores.append(sc)
                 b, sc = torch.cat(boxes), torch.cat(scores)
-                keep = nms(b, sc, cfg.nms_iou)
+                keep = nms(b, sc, cfg.nms_iou, inside=INSIDE)
                 found.append((b[keep], sc[keep]))
         return found
 
