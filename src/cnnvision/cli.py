@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="every face of each photo with its 68 landmarks; with a model flag, "
                                        "that model alone (keypoints or parts of a face image, digits, boxes)")
     add_model_args(p, required=False)
-    p.add_argument("images", nargs="+", metavar="INPUT",
+    p.add_argument("images", nargs="*", metavar="INPUT",
                    help="photos, folders (searched recursively for images and videos) and videos "
                         "(mp4, avi, mov, mkv, webm, animated GIF; needs the video extra)")
     p.add_argument("--out", metavar="DIR", default="predictions",
@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos: take every N-th frame (default 1)")
     p.add_argument("--max-frames", type=int, metavar="N", help="videos: at most N frames of each")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="photos: where the nets run")
+    p.add_argument("--sample", action="store_true",
+                   help="also run on the photo that ships with cnnvision (drawn faces, made by the project)")
     p.add_argument("--max-pixels", type=int, metavar="N",
                    help="refuse images of more pixels than this before decoding them (default 40,000,000)")
     p.add_argument("--parts", action="store_true", help="photos: also paint each face's parts on the overlay")
@@ -206,6 +208,11 @@ def parse_shares(text: str | None) -> list[float] | None:
         return [float(v) for v in text.split(",")]
     except ValueError:
         raise InputError(f"--share {text}: expected numbers separated by commas") from None
+
+
+def sample_photo() -> str:
+    from importlib import resources
+    return str(resources.files("cnnvision") / "samples" / "faces.jpg")
 
 
 def predict_faces(a: argparse.Namespace) -> int:
@@ -320,10 +327,14 @@ def run(a: argparse.Namespace) -> int:
         print(json.dumps(metrics))
         if a.json:
             write_json(a.json, metrics)
+    elif a.command == "predict" and not a.images and not a.sample:
+        raise InputError("predict needs at least one photo, folder or video (or --sample)")
     elif a.command == "predict" and not (a.checkpoint or a.pretrained):
+        a.images = a.images + ([sample_photo()] if a.sample else [])
         return predict_faces(a)
     elif a.command == "predict":
         net = checkpoint.load_net(a.checkpoint, a.pretrained)
+        a.images = a.images + ([sample_photo()] if a.sample else [])
         out = None if a.no_overlay else a.out
         if net.task == "classification":
             results = classify.predict_images(net, a.images)
@@ -358,7 +369,9 @@ def run(a: argparse.Namespace) -> int:
     elif a.command == "benchmark":
         from cnnvision.benchmark import benchmark, benchmark_pipeline
         if a.pipeline:
-            result = benchmark_pipeline(a.images, a.count)
+            from cnnvision.apps.faces import FacePipeline
+            pipeline = FacePipeline.pretrained(device=a.device or "cpu", precision=a.precision or "auto")
+            result = benchmark_pipeline(a.images, a.count, pipeline=pipeline)
         else:
             result = benchmark(a.net, a.batch_size, a.steps, precision=a.precision, device=a.device)
         print(json.dumps(result))
