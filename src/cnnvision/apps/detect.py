@@ -58,9 +58,14 @@ def train(data: str | list, images: str | list, out: str | Path, resume: bool = 
     counts = [int(round(scene_count * w / sum(weights))) for w in weights]
     net_cfg = DetectorConfig(image_size=image_size, width=width, objectness_loss=objectness_loss, box_style=style)
     train_parts, val_parts, described = [], [], []
+    miner = None
+    if init and "web" in kinds:  # mine hard negatives with the detector being fine-tuned
+        from cnnvision.apps.faces import LANDMARKS, FacePipeline
+        miner = FacePipeline(checkpoint.load_net(init), checkpoint.load_net(pretrained=LANDMARKS), threshold=0.5)
     for path, folder, kind, count in zip(paths, folders, kinds, counts):
+        extra = {"miner": miner} if kind == "web" else {}
         t, v, what = SOURCE_READERS[kind](Path(path), Path(folder), count, image_size, net_cfg.in_channels,
-                                          val_fraction)
+                                          val_fraction, **extra)
         if style == "face" and kind == "frames":  # the frames' boxes are their points' extent
             t, v = t.to_face_boxes(), v.to_face_boxes()
         train_parts.append(t)
@@ -118,22 +123,44 @@ def frame_source(data: Path, images: Path, count: int, size: int, channels: int,
     return train_set, val_set, f"{data.name}: {len(train_set)} pictures of {len(train_people)} people, {held} held out"
 
 
-def web_source(data: Path, images: Path, count: int, size: int, channels: int, val_fraction: float):
+def web_source(data: Path, images: Path, count: int, size: int, channels: int, val_fraction: float,
+               miner=None):
     """Web photos whose every visible face is labelled: crops of the training photos (faces from
-    12 px to most of the picture, a fifth random squares); validation: crops of the held-out photos."""
+    12 px to most of the picture, a fifth random squares); validation: crops of the held-out photos.
+    With a ``miner`` (a detector), a sixth of the training crops are framed around its false
+    detections on the training photos (hard negatives: hands, toys, patterns)."""
     names, boxes, _ = read_web_faces(data)
     photos, per_photo = group_by_photo(names, boxes)
     train_idx, val_idx = split_photos(photos, val_fraction)
     opened = [imgs.open_image(images / p, channels) for p in photos]
     none = [np.zeros((0, 4), np.float32)] * len(photos)
+    hard = none
+    if miner is not None:
+        hard = [false_detections(miner, imgs.open_image(images / photos[i], 3), per_photo[i]) if i in set(train_idx)
+                else none[i] for i in range(len(photos))]
 
-    def cut(idx, n, seed):
+    def cut(idx, n, seed, share):
         pics, found, ignored = photo_crops([opened[i] for i in idx], [per_photo[i] for i in idx],
-                                           [none[i] for i in idx], n, size, channels, seed)
+                                           [none[i] for i in idx], n, size, channels, seed,
+                                           hard=[hard[i] for i in idx], hard_share=share)
         return DetectionDataset(pics, found, ignore=ignored)
     val_count = max(50, count // 6)
-    return (cut(train_idx, count, 0), cut(val_idx, val_count, 1),
-            f"{data.name}: {count} crops of {len(train_idx)} photos, {val_count} of {len(val_idx)} held-out photos")
+    mined = sum(len(h) for h in hard)
+    return (cut(train_idx, count, 0, 1 / 6 if mined else 0.0), cut(val_idx, val_count, 1, 0.0),
+            f"{data.name}: {count} crops of {len(train_idx)} photos"
+            + (f" ({mined} false detections mined)" if mined else "") + f", {val_count} of {len(val_idx)} held-out photos")
+
+
+def false_detections(pipeline, photo, faces: np.ndarray) -> np.ndarray:
+    """Boxes a detector draws (at 0.5) on a photo whose every face is labelled, away from them."""
+    (boxes, _), = pipeline.detect([photo])
+    boxes = boxes.numpy()
+    if pipeline.detector.cfg.box_style == "points":
+        boxes = face_box(boxes.reshape(-1, 2, 2))
+    if len(boxes) and len(faces):
+        overlap = box_iou(torch.from_numpy(boxes).float(), torch.from_numpy(faces).float()).max(1).values.numpy()
+        boxes = boxes[overlap < 0.1]
+    return boxes.astype(np.float32).reshape(-1, 4)
 
 
 def photo_source(data: Path, images: Path, count: int, size: int, channels: int, val_fraction: float):

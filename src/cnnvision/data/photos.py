@@ -122,18 +122,31 @@ def _inside(boxes: np.ndarray, crop: tuple, size: int) -> tuple[np.ndarray, np.n
 
 def photo_crops(photos: list[Image.Image], boxes: list[np.ndarray], ignore: list[np.ndarray], count: int,
                 size: int = 160, channels: int = 3, seed: int = 0, empty: float = 0.2,
-                smallest: float = 12.0, largest: float = 0.8):
+                smallest: float = 12.0, largest: float = 0.8, hard: list[np.ndarray] | None = None,
+                hard_share: float = 0.0):
     """``count`` square pictures (size x size) cut from photos, with their face boxes and ignore
     boxes in picture pixels. Most are centred loosely on a labelled face drawn at a random size
     from ``smallest`` px to ``largest`` of the side (log-uniform), holding its neighbours too; a
     share ``empty`` are random squares of random size anywhere (mostly no face: the negatives
-    of walls, crowds' clothes, animals and hands that photos hold)."""
+    of walls, crowds' clothes, animals and hands that photos hold); and a share ``hard_share``
+    are framed the same way around ``hard`` boxes (per photo): places a detector took for a
+    face where there is none (hands, toys, badges), the negatives most worth learning from."""
     rng = np.random.default_rng(seed)
     with_faces = [i for i, b in enumerate(boxes) if len(b)]
+    with_hard = [i for i, b in enumerate(hard or []) if len(b)]
     pictures, found, ignored = [], [], []
     mode = "L" if channels == 1 else "RGB"
     for _ in range(count):
-        if rng.random() < empty or not with_faces:
+        draw = rng.random()
+        if with_hard and draw < hard_share:
+            i = with_hard[int(rng.integers(len(with_hard)))]
+            b = hard[i][int(rng.integers(len(hard[i])))]
+            face = max(b[2] - b[0], 4.0)
+            target = float(np.exp(rng.uniform(np.log(smallest), np.log(size * largest))))
+            side = face * size / target
+            x0 = rng.uniform(b[2] - side, b[0]) if side > face else b[0]
+            y0 = rng.uniform(b[3] - side, b[1]) if side > face else b[1]
+        elif draw < hard_share + empty or not with_faces:
             i = int(rng.integers(len(photos)))
             w, h = photos[i].size
             side = float(np.exp(rng.uniform(np.log(min(w, h) * 0.15), np.log(max(w, h)))))
