@@ -206,3 +206,19 @@ def test_front_door_takes_paths_pil_images_and_arrays_alike(pipeline, tmp_path):
         front(np.zeros((4, 4, 7), np.uint8))
     with pytest.raises(TypeError, match="a path, a PIL image or a numpy array"):
         front(42)
+
+
+def test_onnx_runtime_gives_torch_s_faces(pipeline):
+    pytest.importorskip("onnxruntime")
+    from cnnvision.benchmark import demo_photos
+    photos = demo_photos(4, 640, 480, seed=1)
+    torch_run = FacePipeline(pipeline.detector, pipeline.landmarks, precision="fp32")
+    onnx_run = FacePipeline(pipeline.detector, pipeline.landmarks, precision="fp32", runtime="onnx")
+    found = 0
+    for a, b in zip(torch_run.predict(photos), onnx_run.predict(photos)):
+        assert len(a) == len(b)
+        for fa, fb in zip(a, b):  # float32 both: the same faces to well under a pixel
+            found += 1
+            assert np.abs(np.array(fa.box) - np.array(fb.box)).max() < 0.05
+            assert np.abs(fa.keypoints - fb.keypoints).max() < 0.05 and abs(fa.score - fb.score) < 1e-3
+    assert found >= 1

@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos: take every N-th frame (default 1)")
     p.add_argument("--max-frames", type=int, metavar="N", help="videos: at most N frames of each")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="photos: where the nets run")
+    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                   help="photos: run the nets in torch or, exported, in onnxruntime (the onnx extra)")
     p.add_argument("--sample", action="store_true",
                    help="also run on the photo that ships with cnnvision (drawn faces, made by the project)")
     p.add_argument("--max-pixels", type=int, metavar="N",
@@ -163,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
     p.add_argument("--device", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch", help="--pipeline: torch or onnxruntime")
     p.add_argument("--json", metavar="FILE")
     return parser
 
@@ -225,7 +228,8 @@ def predict_faces(a: argparse.Namespace) -> int:
     if a.max_pixels is not None:
         from cnnvision.images import set_max_pixels
         set_max_pixels(a.max_pixels)
-    pipeline = FacePipeline.pretrained(a.parts, threshold=a.threshold, min_face=a.min_face, device=a.device)
+    pipeline = FacePipeline.pretrained(a.parts, threshold=a.threshold, min_face=a.min_face, device=a.device,
+                                       runtime=a.runtime)
     to_files = any(x not in (None, "-") for x in (a.json, a.jsonl, a.csv))
     json_path = a.json if (a.json or to_files or a.jsonl == "-" or a.csv == "-") else "-"
     counts = run_predict(a.images, pipeline, None if a.no_overlay else a.out, json_path, a.jsonl, a.csv, a.crops,
@@ -370,7 +374,8 @@ def run(a: argparse.Namespace) -> int:
         from cnnvision.benchmark import benchmark, benchmark_pipeline
         if a.pipeline:
             from cnnvision.apps.faces import FacePipeline
-            pipeline = FacePipeline.pretrained(device=a.device or "cpu", precision=a.precision or "auto")
+            pipeline = FacePipeline.pretrained(device=a.device or "cpu", precision=a.precision or "auto",
+                                               runtime=a.runtime)
             result = benchmark_pipeline(a.images, a.count, pipeline=pipeline)
         else:
             result = benchmark(a.net, a.batch_size, a.steps, precision=a.precision, device=a.device)

@@ -23,6 +23,7 @@ from cnnvision import images as imgs
 from cnnvision.boxes import box_iou, decode, nms
 from cnnvision.data.faces68 import MARGIN
 from cnnvision.data.photos import extent_of, face_box
+from cnnvision.errors import InputError
 from cnnvision.layers import fold_batch_norm
 from cnnvision.solver import autocast, resolve_device
 from cnnvision.viz import GREEN, RED, draw_box, draw_points
@@ -102,7 +103,7 @@ class FacePipeline:
     def __init__(self, detector, landmarks, parts=None, threshold: float | None = None, max_side: int = 1280,
                  min_side: int = 96, level_step: float = 4.0, refine: bool = True, batch_size: int = 16,
                  flip: bool = True, precision: str = "auto", min_face: float | None = None, device: str = "cpu",
-                 enlarge_to: int | None = None):
+                 enlarge_to: int | None = None, runtime: str = "torch"):
         if detector.task != "detection":
             raise ValueError(f"the detector is a {detector.task} model")
         if landmarks.task != "keypoints" or landmarks.cfg.layout != "ibug68":
@@ -110,8 +111,15 @@ class FacePipeline:
         # Inference copies with each batch norm folded into its convolution: one pass fewer over
         # every activation, 13% of the pipeline's time before it was folded.
         self.device = resolve_device(device)
+        if runtime != "torch" and self.device.type != "cpu":
+            raise InputError(f"--runtime {runtime} runs on the CPU only; use --runtime torch with --device {device}")
+        self.runtime = runtime
         self.detector, self.landmarks = inference_copy(detector, self.device), inference_copy(landmarks, self.device)
         self.parts = inference_copy(parts, self.device) if parts is not None else None
+        if runtime != "torch":
+            from cnnvision.runtime import for_runtime
+            self.detector, self.landmarks = for_runtime(self.detector, runtime), for_runtime(self.landmarks, runtime)
+            self.parts = for_runtime(self.parts, runtime) if self.parts is not None else None
         self.threshold = THRESHOLD if threshold is None else threshold
         self.max_side, self.min_side, self.level_step = max_side, min_side, level_step
         self.enlarge_to = detector.cfg.image_size if enlarge_to is None else enlarge_to

@@ -254,6 +254,10 @@ class KeypointNet(nn.Module):
             return self.to_pixels(self(x))
         # one pass over both: a batch twice the size runs faster than two passes
         points, mirrored = self.to_pixels(self(torch.cat([x, x.flip(-1)]))).chunk(2)
+        return self.average_mirrored(points, mirrored)
+
+    def average_mirrored(self, points: torch.Tensor, mirrored: torch.Tensor) -> torch.Tensor:
+        """The mean of the points of faces and those of their mirror images, mapped back."""
         mirrored = mirrored[:, self.layout.flip_permutation()]
         mirrored[..., 0] = self.cfg.image_size - 1 - mirrored[..., 0]
         return (points + mirrored) / 2
