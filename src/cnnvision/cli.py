@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="68 points on photos: the detector checkpoint for nme_detected (default the shipped one)")
     p.add_argument("--threshold", type=float,
                    help="detector on web-faces photos: lowest score counted (default: the pipeline's)")
+    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                   help="keypoints and detection: run the net in torch or, exported, in onnxruntime")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
 
     p = sub.add_parser("predict", help="every face of each photo with its 68 landmarks; with a model flag, "
                                        "that model alone (keypoints or parts of a face image, digits, boxes)")
@@ -321,13 +324,14 @@ def run(a: argparse.Namespace) -> int:
         elif net.task == "segmentation":
             metrics = segment.evaluate_file(net, a.data, a.images, a.split, a.val_fraction)
         elif net.task == "detection":
-            metrics = detect.evaluate_file(net, a.data, a.images, a.split, a.val_fraction, a.threshold)
+            metrics = detect.evaluate_file(net, a.data, a.images, a.split, a.val_fraction, a.threshold, a.runtime,
+                                           a.device)
         else:
             detector = checkpoint.load_net(a.detector) if a.detector else None
             if detector is not None and detector.task != "detection":
                 raise InputError(f"{a.detector}: is a {detector.task} checkpoint, not a detector")
             metrics = keypoints.evaluate_file(net, a.data, a.images, a.skip_bad_rows, a.split, a.val_fraction,
-                                              detector)
+                                              detector, a.runtime, a.device)
         print(json.dumps(metrics))
         if a.json:
             write_json(a.json, metrics)

@@ -37,6 +37,12 @@ class OnnxNet:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._folder.cleanup()  # the session holds the graph in memory
 
+    def eval(self) -> "OnnxNet":  # the Solver's evaluate calls it; an ONNX graph is always in eval mode
+        return self
+
+    def metrics(self, predictions, data) -> dict:
+        return self.net.metrics(predictions, data)
+
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float().contiguous()
         out = self.session.run(None, {"images": np.ascontiguousarray(x.numpy())})[0]

@@ -208,7 +208,7 @@ SOURCE_READERS = {"frames": frame_source, "web": web_source, "photos": photo_sou
 
 
 def evaluate_file(net, data: str, images: str | None, split: str = "all", val_fraction: float = 0.15,
-                  threshold: float | None = None) -> dict:
+                  threshold: float | None = None, runtime: str = "torch", device: str = "cpu") -> dict:
     """A detector's figures on labelled pictures. Web-faces photos (every visible face labelled):
     through ``predict``'s multi-scale search (``faces.evaluate_detector_on_photos``). 68-point
     frames: ap50, recall50 and count, each frame letterboxed to the net's training size;
@@ -217,14 +217,18 @@ def evaluate_file(net, data: str, images: str | None, split: str = "all", val_fr
         raise InputError("detection evaluation needs --images, the folder of the pictures")
     if source_kind(Path(data)) == "web":
         from cnnvision.apps.faces import evaluate_detector_on_photos
-        return evaluate_detector_on_photos(net, data, images, split, val_fraction, threshold)
+        return evaluate_detector_on_photos(net, data, images, split, val_fraction, threshold, runtime=runtime,
+                                           device=device)
     found = frames(data, images, net.cfg.image_size, net.cfg.in_channels)
     if split != "all":
         train_set, val_set = hold_out_people(found, val_fraction, data)
         found = val_set if split == "val" else train_set
     if net.cfg.box_style == "face":
         found = found.to_face_boxes()
-    return evaluate(net, found, flip=False)
+    from cnnvision.runtime import for_runtime
+    from cnnvision.solver import resolve_device
+    return evaluate(for_runtime(net, runtime), found, flip=False,
+                    device=resolve_device(device) if runtime == "torch" else torch.device("cpu"))
 
 
 def predict_images(net, paths: list[str]) -> dict:

@@ -374,7 +374,7 @@ def face_free_crops(photos: list[Image.Image], boxes: list[np.ndarray], count: i
 
 def evaluate_detector_on_photos(detector, csv_path: str | Path, images_dir: str | Path, split: str = "val",
                                 val_fraction: float = 0.15, threshold: float | None = None,
-                                min_face: float | None = None) -> dict:
+                                min_face: float | None = None, runtime: str = "torch", device: str = "cpu") -> dict:
     """A detector on web-faces photos (every visible face labelled) through ``predict``'s
     multi-scale search: ``ap50`` (every detection down to 0.05 on the precision-recall curve),
     and at the pipeline's threshold ``recall50``, ``false_per_photo`` (detections matching no
@@ -389,7 +389,7 @@ def evaluate_detector_on_photos(detector, csv_path: str | Path, images_dir: str 
         keep = val_idx if split == "val" else train_idx
         photos, per_photo = [photos[i] for i in keep], [per_photo[i] for i in keep]
     landmarks = checkpoint.load_net(pretrained=LANDMARKS)
-    pipeline = FacePipeline(detector, landmarks, threshold=0.05, min_face=min_face)
+    pipeline = FacePipeline(detector, landmarks, threshold=0.05, min_face=min_face, runtime=runtime, device=device)
     cut = THRESHOLD if threshold is None else threshold
     opened = [imgs.open_image(Path(images_dir) / p, 3) for p in photos]
     detections = [pipeline.detect([im])[0] for im in opened]

@@ -100,7 +100,8 @@ def split_kinds(dataset) -> list[str]:
 
 
 def evaluate_file(net, data: str, images: str | None = None, skip_bad_rows: bool = False,
-                  split: str = "all", val_fraction: float = 0.15, detector=None) -> dict:
+                  split: str = "all", val_fraction: float = 0.15, detector=None, runtime: str = "torch",
+                  device: str = "cpu") -> dict:
     """Metrics of a keypoint Net on a labelled file: rmse (source pixels), count, and for 68
     points nme, failure8, failure10 and auc8 with the box from the true points (as the 300-W
     papers measure), then the same through the photo pipeline's own boxes (``nme_detected``,
@@ -118,12 +119,16 @@ def evaluate_file(net, data: str, images: str | None = None, skip_bad_rows: bool
     if split != "all":
         train_set, val_set = hold_out_people(dataset, val_fraction, data)
         dataset = val_set if split == "val" else train_set
-    metrics = evaluate(net, dataset)
+    from cnnvision.runtime import for_runtime
+    from cnnvision.solver import resolve_device
+    metrics = evaluate(for_runtime(net, runtime), dataset, device=resolve_device(device) if runtime == "torch"
+                       else torch.device("cpu"))
     if cfg.layout == "ibug68" and dataset.names and images is not None:
         from cnnvision.apps.faces import DETECTOR, FacePipeline, evaluate_landmarks_on_photos
         detector = detector or checkpoint.load_net(pretrained=DETECTOR)
         points = imgs.from_crop_batch(dataset.points.numpy(), dataset.boxes.numpy(), cfg.image_size)
-        metrics.update(evaluate_landmarks_on_photos(FacePipeline(detector, net), images, dataset.names, points))
+        pipeline = FacePipeline(detector, net, runtime=runtime, device=device)
+        metrics.update(evaluate_landmarks_on_photos(pipeline, images, dataset.names, points))
     return metrics
 
 
