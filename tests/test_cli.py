@@ -127,6 +127,18 @@ def test_benchmark_json(tmp_path):
     assert main(["benchmark", "--net", "basic_cnn", "--batch-size", "4", "--steps", "2", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["train_examples_per_sec"] > 0 and result["infer_examples_per_sec"] > 0
+    assert result["precision_used"] in ("bf16", "fp32") and "cpu_capability" in result["machine"]
+
+
+def test_benchmark_rates_are_examples_over_the_timed_seconds(monkeypatch):
+    """With a clock that moves one second per reading, every timed span is one second, so each
+    rate must be exactly the number of examples it timed."""
+    from cnnvision import benchmark
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: float(next(ticks)))
+    result = benchmark.benchmark("basic_cnn", batch_size=4, steps=3, warmup=2)
+    assert result["train_examples_per_sec"] == 12.0 and result["infer_examples_per_sec"] == 12.0
+    assert result["infer_flip_examples_per_sec"] == 12.0
 
 
 @pytest.mark.parametrize("args,message", [

@@ -27,11 +27,14 @@ def test_onnx_matches_torch(tmp_path, arch):
         np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-4)
 
 
-def test_export_leaves_the_net_in_eval_mode(tmp_path):
+@pytest.mark.parametrize("training", [True, False])
+def test_export_leaves_the_net_in_the_mode_it_found(tmp_path, training):
+    """The exporter switches every submodule to eval mode while it traces; a net being trained
+    must come back training (and one in eval mode stay so)."""
     from cnnvision.export import export_onnx
-    net = KeypointNet(KeypointNetConfig(arch="basic_cnn", image_size=32)).eval()
+    net = KeypointNet(KeypointNetConfig(arch="kpnet", image_size=32, width=4)).train(training)
     export_onnx(net, tmp_path / "n.onnx")
-    assert not any(m.training for m in net.modules())
+    assert all(m.training == training for m in net.modules())
 
 
 @pytest.mark.parametrize("name", checkpoint.PRETRAINED)

@@ -146,10 +146,15 @@ def test_predict_bad_photo_is_one_line(tmp_path, capsys):
     assert json.loads(out_json.read_text()) == {}  # written, and holding nothing of the bad file
 
 
-def test_pipeline_benchmark_reports_photos_per_second(pipeline):
+def test_pipeline_benchmark_reports_photos_per_second(pipeline, monkeypatch):
     from cnnvision.benchmark import benchmark_pipeline
-    result = benchmark_pipeline(count=4, rounds=1, batch=2, pipeline=pipeline)
-    assert result["photos"] == 4 and result["size"] == [640, 480] and result["photos_per_sec"] > 0
+    from cnnvision import benchmark
+    ticks = iter(range(10**6))  # a clock that moves one second per reading: each pass takes 1 s
+    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: float(next(ticks)))
+    result = benchmark_pipeline(count=4, rounds=2, batch=2, pipeline=pipeline)
+    assert result["photos"] == 4 and result["size"] == [640, 480] and result["photos_per_sec"] == 4.0
+    assert result["runtime"] == "torch" and result["device"] == "cpu"
+    assert 0 <= result["photos_with_one_face"] <= result["faces_found"] or result["faces_found"] == 0
 
 
 def test_shrink_by_half_is_the_mean_of_each_block_and_any_other_size_resizes():

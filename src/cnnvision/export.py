@@ -36,15 +36,20 @@ def export_onnx(net, path: str | Path, opset: int = 18) -> Path:
         raise InputError('export needs the onnx extra: pip install "cnnvision[onnx]"') from None
     cfg = net.cfg
     example = torch.rand(2, cfg.in_channels, cfg.image_size, cfg.image_size)
-    module = Inference(net).eval()  # the exporter restores this mode on every submodule afterwards
+    modes = {m: m.training for m in net.modules()}  # put back afterwards: a net being trained stays so
+    module = Inference(net).eval()
     axes = {"images": {0: "batch"}, "output": {0: "batch"}}
     if net.task in ("segmentation", "detection"):
         axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}}
     tmp = path.with_name(f".{path.name}.tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), str(tmp), input_names=["images"], output_names=["output"],
-                          dynamic_axes=axes, opset_version=opset,
-                          dynamo=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (example,), str(tmp), input_names=["images"], output_names=["output"],
+                              dynamic_axes=axes, opset_version=opset,
+                              dynamo=False)
+    finally:
+        for m, training in modes.items():
+            m.training = training
     tmp.replace(path)
     return path
