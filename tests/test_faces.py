@@ -227,3 +227,16 @@ def test_onnx_runtime_gives_torch_s_faces(pipeline):
             assert np.abs(np.array(fa.box) - np.array(fb.box)).max() < 0.05
             assert np.abs(fa.keypoints - fb.keypoints).max() < 0.05 and abs(fa.score - fb.score) < 1e-3
     assert found >= 1
+
+
+def test_predict_with_the_detector_alone_gives_the_pipeline_s_boxes(tmp_path, capsys):
+    from cnnvision.benchmark import demo_photos
+    path = tmp_path / "p.png"
+    demo_photos(1, 640, 480, seed=1)[0].save(path)
+    for threshold in ("0.5", "0.9"):
+        assert main(["predict", "--pretrained", "face-detector", str(path), "--threshold", threshold]) == 0
+        alone = json.loads(capsys.readouterr().out)[str(path)]
+        assert main(["predict", str(path), "--no-overlay", "--threshold", threshold]) == 0
+        piped = json.loads(capsys.readouterr().out)[str(path)]
+        assert [(f["box"], f["score"]) for f in alone] == [(f["box"], f["score"]) for f in piped]
+        assert alone or threshold == "0.9"  # at 0.5 there is something to compare

@@ -352,7 +352,7 @@ def run(a: argparse.Namespace) -> int:
             results = segment.predict_images(net, a.images, out)
             print(json.dumps(results))
         elif net.task == "detection":
-            results = detect.predict_images(net, a.images)
+            results = detect.predict_images(net, a.images, a.threshold)
             print(json.dumps(results))
         else:
             results = keypoints.predict_images(net, a.images, out)

@@ -231,16 +231,14 @@ def evaluate_file(net, data: str, images: str | None, split: str = "all", val_fr
                     device=resolve_device(device) if runtime == "torch" else torch.device("cpu"))
 
 
-def predict_images(net, paths: list[str]) -> dict:
-    """Face boxes and scores for whole images of any size, in their pixels."""
+def predict_images(net, paths: list[str], threshold: float | None = None) -> dict:
+    """Face boxes and scores for whole images of any size, in their pixels: the same multi-scale
+    search, threshold and merging as the photo pipeline, so both give the same boxes."""
+    from cnnvision.apps.faces import LANDMARKS, FacePipeline
+    pipeline = FacePipeline(net, checkpoint.load_net(pretrained=LANDMARKS), threshold=threshold)
     results = {}
-    net.eval()
     for path in paths:
-        im = imgs.open_image(path, net.cfg.in_channels)
-        x = torch.from_numpy(np.asarray(im).copy())
-        x = (x[None] if x.ndim == 2 else x.permute(2, 0, 1))[None].float() / 255  # (1, C, H, W)
-        with torch.inference_mode():
-            (boxes, scores), = net.detect(net.predict(x))
+        (boxes, scores), = pipeline.detect([imgs.open_image(path, 3)])
         results[str(path)] = [{"box": [round(float(v), 1) for v in b], "score": round(float(s), 4)}
                               for b, s in zip(boxes, scores)]
     return results
