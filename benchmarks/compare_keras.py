@@ -8,6 +8,7 @@ Keras, each in a fresh process on the otherwise idle machine; the medians are co
 """
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -17,8 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PEER = ROOT.parent / "shared" / "peers" / "keras_basiccnn.py"
 
 
-def run_json(cmd: list[str]) -> dict:
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+def run_json(cmd: list[str], env: dict | None = None) -> dict:
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, **(env or {})}).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -30,6 +34,9 @@ def main() -> None:
     ap.add_argument("--net", default="basic_cnn")
     ap.add_argument("--keras-python", default="/tmp/keras-peer/bin/python")
     ap.add_argument("--precision", default=None, help="ours: auto | fp32 | bf16 (default: the train default)")
+    ap.add_argument("--avx2", action="store_true",
+                    help="emulate a CPU without AVX-512 and BF16: both tools limited to AVX2 code (oneDNN's "
+                         "ONEDNN_MAX_CPU_ISA, torch's ATEN_CPU_CAPABILITY); use with --precision fp32")
     ap.add_argument("--json", help="write the summary here")
     a = ap.parse_args()
     if not PEER.exists():
@@ -39,8 +46,9 @@ def main() -> None:
     keras_cmd = [a.keras_python, str(PEER), "--steps", str(a.steps), "--batch-size", str(a.batch_size)]
     ours, keras = [], []
     for r in range(a.rounds):
-        ours.append(run_json(ours_cmd))
-        keras.append(run_json(keras_cmd))
+        env = AVX2 if a.avx2 else None
+        ours.append(run_json(ours_cmd, env))
+        keras.append(run_json(keras_cmd, env))
         print(f"round {r + 1}: cnnvision {ours[-1]['train_examples_per_sec']:.0f} train / "
               f"{ours[-1]['infer_examples_per_sec']:.0f} infer; keras {keras[-1]['train_examples_per_sec']:.0f} / "
               f"{keras[-1]['infer_examples_per_sec']:.0f} examples/sec", flush=True)
