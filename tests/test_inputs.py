@@ -126,3 +126,34 @@ def test_checkpoints_that_would_run_code_are_refused_everywhere(tmp_path, capsys
     assert main(args) == 2
     out, err = capsys.readouterr()
     assert "code ran" not in out and "not a cnnvision checkpoint" in err and "Traceback" not in err
+
+
+def test_export_without_the_onnx_extra_names_it(run, tmp_path, capsys, monkeypatch):
+    import builtins
+    real = builtins.__import__
+
+    def no_onnx(name, *args, **kwargs):
+        if name == "onnx" or name.startswith("onnx."):
+            raise ImportError("No module named 'onnx'")
+        return real(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    assert main(["export", "--checkpoint", str(run / "best.pt"), "--onnx", str(tmp_path / "m.onnx")]) == 2
+    one_line(capsys, 'export needs the onnx extra: pip install "cnnvision[onnx]"')
+
+
+def test_resume_honours_a_new_max_steps(run, tmp_path, capsys):
+    import shutil
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    assert main(["train", "--resume", "--epochs", "3", "--max-steps", "4", "--out", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert "stopped at --max-steps 4" in out
+    assert torch.load(copy / "last.pt", weights_only=True)["step"] == 4
+
+
+def test_help_does_not_import_torch():
+    import subprocess
+    import sys
+    code = "import sys; from cnnvision.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False"
