@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnvision.apps.faces import resize_to
+from compare_dlib_photos import run_dlib
 from cnnvision.data.photos import group_by_photo, read_web_faces, split_photos
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,16 +62,8 @@ def mediapipe(python: str, paths: list[Path]) -> dict:
 
 
 def dlib(python: str, paths: list[Path]) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        listing = Path(tmp) / "photos.json"
-        listing.write_text(json.dumps([str(p) for p in paths]))
-        done = subprocess.run([python, str(ROOT / "benchmarks" / "dlib_photos.py"), str(listing)],
-                              capture_output=True, text=True)
-    if done.returncode:
-        return {"error": done.stderr[-300:]}
-    rows = json.loads(done.stdout)
-    return {"photos_per_sec": round(len(rows) / sum(r["seconds"] for r in rows), 2),
-            "faces": sum(len(r["faces"]) for r in rows)}
+    rows = run_dlib(python, paths)
+    return {"photos_per_sec": round(len(rows) / sum(r[2] for r in rows), 2), "faces": sum(len(r[0]) for r in rows)}
 
 
 def main() -> None:

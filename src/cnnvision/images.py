@@ -31,18 +31,25 @@ def open_image(path: str | Path, channels: int = 3) -> Image.Image:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected an image")
+    return open_pil(decode(path, str(path), MAX_PIXELS, " (raise it with --max-pixels)"), channels)
+
+
+def decode(source, label: str, max_pixels: int, hint: str = "") -> Image.Image:
+    """Decode a file or file-like ``source`` into memory, upright by its EXIF orientation. An
+    image of more than ``max_pixels`` is refused from its header, before it is decoded; anything
+    that is not a readable image raises InputError naming ``label``."""
     try:
-        with Image.open(path) as im:
-            if im.width * im.height > MAX_PIXELS:
-                raise InputError(f"{path}: {im.width}x{im.height} is {im.width * im.height:,} pixels, over the limit "
-                                 f"of {MAX_PIXELS:,} (raise it with --max-pixels)")
+        with Image.open(source) as im:
+            if im.width * im.height > max_pixels:
+                raise InputError(f"{label}: {im.width}x{im.height} is {im.width * im.height:,} pixels, over the limit "
+                                 f"of {max_pixels:,}{hint}")
             im = ImageOps.exif_transpose(im)
             im.load()
     except Image.DecompressionBombError:
-        raise InputError(f"{path}: image too large to decode safely (over {Image.MAX_IMAGE_PIXELS * 2:,} pixels)") from None
+        raise InputError(f"{label}: image too large to decode safely (over {Image.MAX_IMAGE_PIXELS * 2:,} pixels)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"{path}: cannot decode image ({e.__class__.__name__})") from None
-    return open_pil(im, channels)
+        raise InputError(f"{label}: cannot decode image ({e.__class__.__name__})") from None
+    return im
 
 
 def open_pil(im: Image.Image, channels: int = 3) -> Image.Image:

@@ -17,7 +17,7 @@ import base64
 import io
 import json
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from cnnvision.errors import InputError
 
@@ -90,18 +90,8 @@ def decode(data: bytes, max_pixels: int) -> Image.Image:
     """An uploaded file as an RGB image; InputError (a 4xx) for anything else."""
     if not data:
         raise InputError("the upload is empty")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > max_pixels:
-                raise InputError(f"{im.width}x{im.height} is over the limit of {max_pixels:,} pixels")
-            im = ImageOps.exif_transpose(im)
-            im.load()
-    except Image.DecompressionBombError:
-        raise InputError(f"the image is over the limit of {max_pixels:,} pixels") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"not a readable image ({e.__class__.__name__})") from None
-    from cnnvision.images import open_pil
-    return open_pil(im, 3)
+    from cnnvision.images import decode as decode_image, open_pil
+    return open_pil(decode_image(io.BytesIO(data), "the upload", max_pixels), 3)
 
 
 def make_app(pipeline, max_upload: int = 20 << 20, max_pixels: int = 40_000_000, queue: int = 32):
