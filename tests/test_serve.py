@@ -62,7 +62,7 @@ def test_page_and_concurrent_predictions_agree_with_the_pipeline():
     (b"this is not an image", "image", 400, "cannot decode image"),
     (png(Image.fromarray(np.random.default_rng(0).integers(0, 255, (100, 200, 3), dtype=np.uint8)))[:1000],
      "image", 400, "cannot decode image"),
-    (png(Image.new("RGB", (400, 300))), "image", 413, "over the limit of 100,000 pixels"),
+    (png(Image.new("RGB", (400, 300))), "image", 413, "is 120,000 pixels, over the limit of 100,000"),
     (b"x" * 300_000, "image", 413, "over the limit"),
     (png(Image.new("RGB", (10, 10))), "picture", 400, "no 'image' field"),
 ], ids=["empty", "text", "truncated", "too-many-pixels", "too-large", "wrong-field"])
