@@ -65,9 +65,10 @@ def test_page_and_concurrent_predictions_agree_with_the_pipeline():
     (png(Image.new("RGB", (400, 300))), "image", 413, "is 120,000 pixels, over the limit of 100,000"),
     (b"x" * 300_000, "image", 413, "over the limit"),
     (png(Image.new("RGB", (10, 10))), "picture", 400, "no 'image' field"),
-], ids=["empty", "text", "truncated", "too-many-pixels", "too-large", "wrong-field"])
+    (png(Image.new("RGB", (1, 1))), "image", 400, "too small to hold a face"),
+], ids=["empty", "text", "truncated", "too-many-pixels", "too-large", "wrong-field", "1x1"])
 def test_bad_uploads_get_a_clear_4xx_and_the_server_keeps_serving(upload, field, status, message):
-    tiny = png(Image.fromarray(np.full((1, 1, 3), 128, np.uint8)))
+    tiny = png(Image.fromarray(np.full((32, 32, 3), 128, np.uint8)))
 
     async def check(session, url):
         got = await post(session, url, upload, name=field)

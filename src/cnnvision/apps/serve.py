@@ -8,7 +8,8 @@ extra).
   data URL.
 
 Limits: uploads over ``max_upload`` bytes get 413; images over ``max_pixels`` are refused from
-their header, before decoding (decompression bombs); a file that is not an image gets 400. The
+their header, before decoding (decompression bombs); a file that is not an image, or an image
+under 16 px a side (too small to hold a face), gets 400. The
 pipeline runs one request at a time in a worker thread; up to ``queue`` more wait their turn,
 beyond that 503. A failure inside one request is that request's 500, never the server's end.
 """
@@ -86,12 +87,19 @@ document.getElementById("files").addEventListener("change", e => { for (const f 
 """
 
 
+MIN_SIDE = 16  # the detector's smallest face is about this size; a smaller image cannot hold one
+
+
 def decode(data: bytes, max_pixels: int) -> Image.Image:
     """An uploaded file as an RGB image; InputError (a 4xx) for anything else."""
     if not data:
         raise InputError("the upload is empty")
     from cnnvision.images import decode as decode_image, open_pil
-    return open_pil(decode_image(io.BytesIO(data), "the upload", max_pixels), 3)
+    image = decode_image(io.BytesIO(data), "the upload", max_pixels)
+    if min(image.size) < MIN_SIDE:
+        raise InputError(f"the image is {image.width}x{image.height}, too small to hold a face "
+                         f"(at least {MIN_SIDE} px a side)")
+    return open_pil(image, 3)
 
 
 def make_app(pipeline, max_upload: int = 20 << 20, max_pixels: int = 40_000_000, queue: int = 32):
