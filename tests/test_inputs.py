@@ -157,3 +157,14 @@ def test_help_does_not_import_torch():
     code = "import sys; from cnnvision.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False"
+
+
+def test_a_file_that_cannot_be_read_is_one_line(tmp_path, capsys, monkeypatch):
+    """Root reads every file, so the refusal a user meets is simulated where files are opened."""
+    csv_path = kaggle_csv(tmp_path / "locked.csv")
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(kaggle, "open", refuse, raising=False)
+    assert main(["train", "--data", str(csv_path), "--out", str(tmp_path / "r"), "--no-cache"]) == 2
+    one_line(capsys, "locked.csv: Permission denied")
