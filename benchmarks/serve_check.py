@@ -171,7 +171,14 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}/"
     try:
         server.stdout.readline()  # the "listening" line
-        time.sleep(1.0)
+        for _ in range(300):  # until the port answers
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None:
+                    sys.exit(f"the server ended: {server.stdout.read()[-500:]}")
+                time.sleep(0.1)
         result = {"load": asyncio.run(load(url, photos)), "bad_uploads": asyncio.run(bad_uploads(url))}
         with tempfile.TemporaryDirectory() as tmp:
             sample = Path(tmp) / "photo.jpg"

@@ -144,7 +144,7 @@ def make_app(pipeline, max_upload: int = 20 << 20, max_pixels: int = 40_000_000,
         try:
             photo = decode(bytes(data), max_pixels)
         except InputError as e:
-            return fail(413 if "limit" in str(e) else 400, str(e))
+            return fail(413 if "limit" in str(e) or "too large" in str(e) else 400, str(e))
         if waiting >= queue:
             return fail(503, "too many requests waiting; try again shortly")
         waiting += 1
