@@ -208,3 +208,15 @@ def test_kaggle_style_crops_join_a_kaggle_csv(tmp_path, faces96):
     distance = (mine.points[:, 0] - mine.points[:, 1]).norm(dim=-1)
     assert (eyes - torch.tensor([48.3, 37.8])).abs().max() < 9 and ((distance - 36.3).abs() < 36.3 * 0.11).all()
     assert mine.points[:, 0, 0].mean() > mine.points[:, 1, 0].mean()  # Kaggle's left eye is on the image's right
+
+
+def test_the_crop_margin_is_the_checkpoint_s(tmp_path):
+    from cnnvision import checkpoint
+    from cnnvision.data import load_keypoints
+    state = checkpoint.load(checkpoint.pretrained_path("landmarks68"))
+    assert "margin" not in state["net"]["config"]  # trained before the margin was recorded...
+    assert checkpoint.load_net(pretrained="landmarks68").cfg.margin == 0.15  # ...loads with today's value
+    csv_path, images = write_faces68(tmp_path, n=4)
+    usual, wider = load_keypoints(csv_path, images, 32), load_keypoints(csv_path, images, 32, margin=0.25)
+    side = lambda d: d.boxes[:, 2] - d.boxes[:, 0]  # noqa: E731
+    torch.testing.assert_close(side(wider) / side(usual), torch.full((4,), 1.5 / 1.3))

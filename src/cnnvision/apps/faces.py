@@ -21,7 +21,6 @@ from PIL import Image
 from cnnvision import checkpoint
 from cnnvision import images as imgs
 from cnnvision.boxes import box_iou, decode, nms
-from cnnvision.data.faces68 import MARGIN
 from cnnvision.data.photos import extent_of, face_box
 from cnnvision.errors import InputError
 from cnnvision.layers import fold_batch_norm
@@ -227,11 +226,12 @@ class FacePipeline:
         detector draws them) of ``photos[owners[f]]``."""
         if self.detector.cfg.box_style == "face":  # a face box stands for the square around the points
             boxes = extent_of(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
-        squares = [imgs.square_box(*b, MARGIN) for b in boxes]
+        margin = self.landmarks.cfg.margin
+        squares = [imgs.square_box(*b, margin) for b in boxes]
         # The first pass only frames the face for the second: the mirrored face is not worth its time there.
         points = self._points(photos, owners, squares, self.flip and not self.refine)
         if self.refine:  # frame each face again as training did: around its (now estimated) points
-            squares = [imgs.square_box(*p.min(0), *p.max(0), MARGIN) for p in points]
+            squares = [imgs.square_box(*p.min(0), *p.max(0), margin) for p in points]
             points = self._points(photos, owners, squares, self.flip)
         return points
 
@@ -257,7 +257,7 @@ class FacePipeline:
         return faces
 
     def _parts(self, photos, owners, points) -> list[tuple[np.ndarray, tuple]]:
-        squares = [imgs.square_box(*p.min(0), *p.max(0), MARGIN) for p in points]
+        squares = [imgs.square_box(*p.min(0), *p.max(0), self.parts.cfg.margin) for p in points]
         masks = []
         with torch.inference_mode(), autocast(self.device, self.precision):
             for start in range(0, len(owners), self.batch_size):

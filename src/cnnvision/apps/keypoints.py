@@ -113,7 +113,7 @@ def evaluate_file(net, data: str, images: str | None = None, skip_bad_rows: bool
     others), so a model is measured on faces it never saw.
     """
     cfg = net.cfg
-    dataset = load_keypoints(data, images, cfg.image_size, cfg.in_channels, skip_bad_rows)
+    dataset = load_keypoints(data, images, cfg.image_size, cfg.in_channels, skip_bad_rows, margin=cfg.margin)
     if dataset.layout.name != cfg.layout:
         raise InputError(f"{data}: has {dataset.layout.name} points, but the model predicts {cfg.layout}")
     if split != "all":

@@ -22,8 +22,9 @@ def sniff(path: Path) -> str:
 
 def load_keypoints(path: str | Path | None, images: str | Path | None = None, size: int = 96,
                    channels: int = 1, skip_bad_rows: bool = False, use_cache: bool = True,
-                   synthetic_count: int = 2400) -> KeypointDataset:
-    """Any supported keypoint data; ``None`` means the embedded synthetic faces."""
+                   synthetic_count: int = 2400, margin: float | None = None) -> KeypointDataset:
+    """Any supported keypoint data; ``None`` means the embedded synthetic faces. ``margin``: the
+    crop of 68-point faces (default: the reader's)."""
     if path is None:
         from cnnvision.data.synthetic import synthetic_faces
         return synthetic_faces(synthetic_count, size, channels)
@@ -38,7 +39,9 @@ def load_keypoints(path: str | Path | None, images: str | Path | None = None, si
             raise InputError(f"{path}: Kaggle faces are 96x96 grey; --image-size and --channels do not apply")
         return load_kaggle(path, skip_bad_rows=skip_bad_rows, use_cache=use_cache)
     from cnnvision.data.faces68 import load_faces68
-    return load_faces68(path, images, size, channels, use_cache)
+    if margin is None:
+        return load_faces68(path, images, size, channels, use_cache)
+    return load_faces68(path, images, size, channels, use_cache, margin)
 
 
 def load_sources(paths: list[str | None], images: list[str | None], size: int = 96, channels: int = 1,

@@ -53,7 +53,7 @@ def parse_points_csv(path: Path) -> tuple[list[str], np.ndarray]:
 
 
 def load_faces68(csv_path: str | Path, images_dir: str | Path | None = None, size: int = 96,
-                 channels: int = 1, use_cache: bool = True) -> KeypointDataset:
+                 channels: int = 1, use_cache: bool = True, margin: float = MARGIN) -> KeypointDataset:
     """Crops of the faces named in a 68-point CSV (one row per labelled face; a photo with several
     has several rows). ``images_dir`` defaults to a folder beside the CSV named after it without
     ``_frames_keypoints.csv`` (the course's layout). Photos of any size are read once: the crops
@@ -67,7 +67,7 @@ def load_faces68(csv_path: str | Path, images_dir: str | Path | None = None, siz
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise InputError(f"{images_dir}: no such image folder (give it with --images DIR)")
-    key = cache.cache_key(csv_path, "faces68", str(images_dir.resolve()), size, channels, MARGIN)
+    key = cache.cache_key(csv_path, "faces68", str(images_dir.resolve()), size, channels, margin)
     arrays = cache.load(key) if use_cache else None
     if arrays is None:
         names, points = parse_points_csv(csv_path)
@@ -79,7 +79,7 @@ def load_faces68(csv_path: str | Path, images_dir: str | Path | None = None, siz
                 check_points(pts[:, 1], im.height)
             except ValueError as e:
                 raise InputError(f"{csv_path}: row {row} ({name}): {e}") from None
-            box = face_box(pts)
+            box = face_box(pts, margin)
             crop = imgs.crop_square(im, box, size)
             crops.append(crop[None] if channels == 1 else crop.transpose(2, 0, 1))
             boxes.append(box)

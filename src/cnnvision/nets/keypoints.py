@@ -193,6 +193,8 @@ class KeypointNetConfig:
     width: int = 24           # kpnet: channels of the first stage
     dropout: float = 0.3      # kpnet: dropout in the head
     loss: str = "l1"          # l1 (measured best) | mse (the tutorial's L2) | smooth_l1, on unit coordinates
+    margin: float = 0.15      # 68-point crops: extra around the points' extent, a fraction of its side
+                              # (checkpoints from before it was recorded load with this value)
 
 
 class KeypointNet(nn.Module):

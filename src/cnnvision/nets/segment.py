@@ -100,6 +100,7 @@ class SegmenterConfig:
     class_weights: tuple[float, ...] = ()  # cross-entropy weight per class, () = unweighted
     loss: str = "ce"                # ce (cross-entropy) | ce_dice (plus soft Dice) | ce_lovasz (plus Lovasz-softmax)
     aux_points: float = 0.0         # weight of an extra L1 loss on 68 landmarks from heatmaps (training only), 0 = off
+    margin: float = 0.15            # crops: extra around the points' extent, a fraction of its side
 
     def __post_init__(self):
         self.class_weights = tuple(self.class_weights)  # a list when read back from JSON
