@@ -63,6 +63,18 @@ def ours(pipeline: FacePipeline, images: Path, names: list[str], points: np.ndar
             "detect_ms_median": round(float(np.median(ms)), 1)}
 
 
+def peer_on_rows(python: str, names: list[str], points: np.ndarray, images) -> subprocess.CompletedProcess:
+    """The dlib peer script on these faces, written to a temporary CSV in the 68-point layout."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = Path(tmp) / "held_out.csv"
+        with open(rows, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow([""] + [str(i) for i in range(136)])
+            for name, p in zip(names, points):
+                w.writerow([name] + [f"{v:g}" for v in p.flatten()])
+        return subprocess.run([python, str(PEER), str(rows), str(images)], capture_output=True, text=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DATA / "training_frames_keypoints.csv"))
@@ -78,14 +90,7 @@ def main() -> None:
                             checkpoint.load_net(a.landmarks, None if a.landmarks else "landmarks68"))
     result = {"cnnvision": ours(pipeline, Path(a.images), names, points),
               "people": len({identity_from_name(n) for n in names})}
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = Path(tmp) / "held_out.csv"
-        with open(rows, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow([""] + [str(i) for i in range(136)])
-            for name, p in zip(names, points):
-                w.writerow([name] + [f"{v:g}" for v in p.flatten()])
-        done = subprocess.run([a.dlib_python, str(PEER), str(rows), a.images], capture_output=True, text=True)
+    done = peer_on_rows(a.dlib_python, names, points, a.images)
     if done.returncode:
         result["dlib"] = {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
     else:

@@ -16,7 +16,6 @@ time, detection and landmarks together, on the machine's threads (dlib uses one)
         [--landmarks CKPT] [--detector CKPT]
 """
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -37,10 +36,10 @@ from cnnvision.data.faces68 import parse_points_csv
 from cnnvision.data.photos import group_by_photo, read_web_faces, split_photos
 from cnnvision.nets.keypoints import nme_summary, per_face_nme
 from cnnvision.solver import evaluate
+from compare_dlib import peer_on_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-PEER = ROOT.parent / "shared" / "peers" / "dlib_landmarks.py"
 
 
 def held_out_300w(csv_path: Path, val_fraction: float):
@@ -135,15 +134,7 @@ def main() -> None:
     ours, theirs = run_ours(pipeline, paths), run_dlib(a.dlib_python, paths)
     extent = lambda p: np.concatenate([p.min(-2), p.max(-2)], -1)  # noqa: E731
     ours_box = lambda p: detector_box_of(detector, p)  # noqa: E731
-    with tempfile.TemporaryDirectory() as tmp:  # dlib with the box from the true points, by the peer script
-        rows_csv = Path(tmp) / "val.csv"
-        with open(rows_csv, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow([""] + [str(i) for i in range(136)])
-            for name, p in zip(names, points):
-                w.writerow([name] + [f"{v:g}" for v in p.flatten()])
-        peer = subprocess.run([a.dlib_python, str(PEER), str(rows_csv), str(data / "faces-300w" / "images")],
-                              capture_output=True, text=True)
+    peer = peer_on_rows(a.dlib_python, names, points, data / "faces-300w" / "images")  # dlib, true-point box
     faces = load_keypoints(data / "faces-300w" / "training_keypoints.csv", data / "faces-300w" / "images",
                            landmarks.cfg.image_size, landmarks.cfg.in_channels)
     true_box = evaluate(landmarks, hold_out_people(faces, a.val_fraction, "faces-300w")[1])
