@@ -132,12 +132,13 @@ def web_source(data: Path, images: Path, count: int, size: int, channels: int, v
     names, boxes, _ = read_web_faces(data)
     photos, per_photo = group_by_photo(names, boxes)
     train_idx, val_idx = split_photos(photos, val_fraction)
-    opened = [imgs.open_image(images / p, channels) for p in photos]
+    opened = [imgs.open_image(images / p, 3) for p in photos]  # crops convert to the net's channels
     none = [np.zeros((0, 4), np.float32)] * len(photos)
     hard = none
     if miner is not None:
-        hard = [false_detections(miner, imgs.open_image(images / photos[i], 3), per_photo[i]) if i in set(train_idx)
-                else none[i] for i in range(len(photos))]
+        training = set(train_idx)
+        hard = [unmatched_detections(miner, opened[i], per_photo[i], 0.1) if i in training else none[i]
+                for i in range(len(photos))]
 
     def cut(idx, n, seed, share):
         pics, found, ignored = photo_crops([opened[i] for i in idx], [per_photo[i] for i in idx],
@@ -151,15 +152,16 @@ def web_source(data: Path, images: Path, count: int, size: int, channels: int, v
             + (f" ({mined} false detections mined)" if mined else "") + f", {val_count} of {len(val_idx)} held-out photos")
 
 
-def false_detections(pipeline, photo, faces: np.ndarray) -> np.ndarray:
-    """Boxes a detector draws (at 0.5) on a photo whose every face is labelled, away from them."""
+def unmatched_detections(pipeline, photo, faces: np.ndarray, iou: float) -> np.ndarray:
+    """Face boxes a pipeline's detector draws on a photo that overlap none of ``faces`` (face boxes)
+    by ``iou`` or more: false detections on a photo whose every face is labelled (hard
+    negatives), or faces nobody labelled on one whose labels are partial."""
+    from cnnvision.apps.faces import face_boxes_of
     (boxes, _), = pipeline.detect([photo])
-    boxes = boxes.numpy()
-    if pipeline.detector.cfg.box_style == "points":
-        boxes = face_box(boxes.reshape(-1, 2, 2))
+    boxes = face_boxes_of(pipeline.detector, boxes).numpy()
     if len(boxes) and len(faces):
         overlap = box_iou(torch.from_numpy(boxes).float(), torch.from_numpy(faces).float()).max(1).values.numpy()
-        boxes = boxes[overlap < 0.1]
+        boxes = boxes[overlap < iou]
     return boxes.astype(np.float32).reshape(-1, 4)
 
 
@@ -170,9 +172,12 @@ def photo_source(data: Path, images: Path, count: int, size: int, channels: int,
     extents = np.concatenate([points.min(1), points.max(1)], 1)
     photos, per_photo = group_by_photo(names, extents)
     train_idx, val_idx = split_photos(photos, val_fraction)
-    opened = [imgs.open_image(images / p, channels) for p in photos]
-    ignore = unlabelled_faces([imgs.open_image(images / p, 3) for p in photos], per_photo)
+    opened = [imgs.open_image(images / p, 3) for p in photos]  # crops convert to the net's channels
     faces = [face_box(b.reshape(-1, 2, 2)) for b in per_photo]
+    # the faces nobody labelled: those the shipped detector finds (at 0.8) that match no label
+    from cnnvision.apps.faces import FacePipeline
+    finder = FacePipeline.pretrained(threshold=0.8)
+    ignore = [unmatched_detections(finder, photo, mine, 0.3) for photo, mine in zip(opened, faces)]
 
     def cut(idx, n, seed):
         pics, found, ignored = photo_crops([opened[i] for i in idx], [faces[i] for i in idx],
@@ -182,26 +187,6 @@ def photo_source(data: Path, images: Path, count: int, size: int, channels: int,
     unlabelled = sum(len(g) for g in ignore)
     return (cut(train_idx, count, 0), cut(val_idx, val_count, 1),
             f"{data.name}: {count} crops of {len(train_idx)} photos ({unlabelled} unlabelled faces ignored)")
-
-
-def unlabelled_faces(photos: list, labelled: list[np.ndarray]) -> list[np.ndarray]:
-    """Per photo, face boxes of faces the shipped detector finds (at 0.8) that overlap no labelled
-    face (given as the extents of their points): faces nobody labelled, to keep out of the
-    background loss."""
-    from cnnvision.apps.faces import FacePipeline
-    pipeline = FacePipeline.pretrained(threshold=0.8)
-    found = []
-    for im, extent in zip(photos, labelled):
-        (boxes, _), = pipeline.detect([im])
-        boxes = boxes.numpy()
-        if pipeline.detector.cfg.box_style == "points":
-            boxes = face_box(boxes.reshape(-1, 2, 2))
-        mine = face_box(extent.reshape(-1, 2, 2))
-        if len(boxes) and len(mine):
-            overlap = box_iou(torch.from_numpy(boxes).float(), torch.from_numpy(mine).float()).max(1).values.numpy()
-            boxes = boxes[overlap < 0.3]
-        found.append(boxes.astype(np.float32).reshape(-1, 4))
-    return found
 
 
 SOURCE_READERS = {"frames": frame_source, "web": web_source, "photos": photo_source}
