@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnvision.apps.faces import Face, FacePipeline, draw_faces
-from cnnvision.apps.media import Frame, VideoWriter, aligned_crop, expand, is_video, photo_or_frames, video_rate
+from cnnvision.apps.media import Frame, VideoWriter, aligned_crop, expand, photo_or_frames, video_rate
 from cnnvision.errors import InputError
 from cnnvision.files import unique_name, write_json
 
@@ -139,15 +139,17 @@ def run_predict(inputs: list[str], pipeline: FacePipeline, out_dir: str | None =
             pending.clear()
 
         for path in expand(inputs):
+            video = False
             try:
                 for item in photo_or_frames(path, every, max_frames):
+                    video = video or item.frame is not None
                     pending.append(item)
                     if len(pending) >= batch:
                         flush()
             except InputError as e:
                 counts["skipped"] += 1
                 print(f"cnnvision predict: skipped {e}", file=stderr)
-            if is_video_source(path, outs):
+            if video and outs.out_dir is not None:  # finish its annotated copy before the next input
                 flush()
                 outs.close_video(path)
         flush()
@@ -158,10 +160,6 @@ def run_predict(inputs: list[str], pipeline: FacePipeline, out_dir: str | None =
     elif json_path is not None:
         write_json(json_path, outs.collected)
     return counts
-
-
-def is_video_source(path: str, outs: Outputs) -> bool:
-    return path in outs.videos or (Path(path).suffix.lower() != "" and is_video(path))
 
 
 def open_output(path: str, flag: str, newline: str | None = None):
