@@ -38,6 +38,17 @@ def load(key: str) -> dict[str, np.ndarray] | None:
         return None  # a damaged cache entry is just a miss
 
 
+def cached(key: str, build, use_cache: bool = True) -> dict[str, np.ndarray]:
+    """The arrays stored under ``key``, or ``build()``'s, stored for next time (``use_cache``
+    False: always built, never stored)."""
+    arrays = load(key) if use_cache else None
+    if arrays is None:
+        arrays = build()
+        if use_cache:
+            save(key, arrays)
+    return arrays
+
+
 def save(key: str, arrays: dict[str, np.ndarray]) -> None:
     try:
         with atomic_open(cache_dir() / f"{key}.npz", "wb") as f:

@@ -68,8 +68,8 @@ def load_faces68(csv_path: str | Path, images_dir: str | Path | None = None, siz
     if not images_dir.is_dir():
         raise InputError(f"{images_dir}: no such image folder (give it with --images DIR)")
     key = cache.cache_key(csv_path, "faces68", str(images_dir.resolve()), size, channels, margin)
-    arrays = cache.load(key) if use_cache else None
-    if arrays is None:
+
+    def crop_faces() -> dict:
         names, points = parse_points_csv(csv_path)
         crops, boxes = [], []
         for row, (name, pts) in enumerate(zip(names, points), start=2):
@@ -83,10 +83,9 @@ def load_faces68(csv_path: str | Path, images_dir: str | Path | None = None, siz
             crop = imgs.crop_square(im, box, size)
             crops.append(crop[None] if channels == 1 else crop.transpose(2, 0, 1))
             boxes.append(box)
-        arrays = {"images": np.stack(crops), "points": points, "boxes": np.asarray(boxes, np.float32),
-                  "names": np.asarray(names)}
-        if use_cache:
-            cache.save(key, arrays)
+        return {"images": np.stack(crops), "points": points, "boxes": np.asarray(boxes, np.float32),
+                "names": np.asarray(names)}
+    arrays = cache.cached(key, crop_faces, use_cache)
     boxes = torch.from_numpy(arrays["boxes"])  # (N, 4) in source pixels
     scale = (boxes[:, 2] - boxes[:, 0]) / size  # source pixels per crop pixel
     crop_points = (torch.from_numpy(arrays["points"]) + 0.5 - boxes[:, None, :2]) / scale[:, None, None] - 0.5
@@ -115,8 +114,8 @@ def load_kaggle_style(csv_path: str | Path, images_dir: str | Path, use_cache: b
     if not images_dir.is_dir():
         raise InputError(f"{images_dir}: no such image folder (give it with --images DIR)")
     key = cache.cache_key(csv_path, "kaggle-style", str(images_dir.resolve()), seed, KAGGLE_EYES_AT, KAGGLE_EYE_DISTANCE)
-    arrays = cache.load(key) if use_cache else None
-    if arrays is None:
+
+    def crop_faces() -> dict:
         names, points = parse_points_csv(csv_path)
         rng = np.random.default_rng(seed)
         fifteen = np.stack([points[:, list(i)].mean(1) if isinstance(i, tuple) else points[:, i]
@@ -131,10 +130,9 @@ def load_kaggle_style(csv_path: str | Path, images_dir: str | Path, use_cache: b
             box = (float(x0), float(y0), float(x0 + 96 * scale), float(y0 + 96 * scale))
             crops.append(imgs.crop_square(imgs.open_image(images_dir / name, 1), box, 96)[None])
             crop_points.append(imgs.to_crop(pts, box, 96))
-        arrays = {"images": np.stack(crops), "points": np.stack(crop_points).astype(np.float32),
-                  "names": np.asarray(names)}
-        if use_cache:
-            cache.save(key, arrays)
+        return {"images": np.stack(crops), "points": np.stack(crop_points).astype(np.float32),
+                "names": np.asarray(names)}
+    arrays = cache.cached(key, crop_faces, use_cache)
     names = [str(s) for s in arrays["names"]]
     return KeypointDataset(torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["points"]), KAGGLE15,
                            identities=identities_from_names(names)[0], names=names)

@@ -160,11 +160,7 @@ def load_arrays(path: str | Path, skip_bad_rows: bool = False, use_cache: bool =
     if not path.exists():
         raise InputError(f"{path}: no such file")
     key = cache.cache_key(path, "kaggle", skip_bad_rows)
-    arrays = cache.load(key) if use_cache else None
-    if arrays is None:
-        arrays = parse_csv(path, skip_bad_rows)
-        if use_cache:
-            cache.save(key, arrays)
+    arrays = cache.cached(key, lambda: parse_csv(path, skip_bad_rows), use_cache)
     if int(arrays["skipped"]):
         print(f"{path}: skipped {int(arrays['skipped'])} malformed rows (--skip-bad-rows)", file=sys.stderr)
     return arrays
