@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", default="predictions",
                    help="overlay PNGs (and annotated videos) go here (default predictions/)")
     p.add_argument("--no-overlay", action="store_true", help="write no overlays")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs of the same names (default: overlays, videos and crops get "
+                        "numbered names beside them; an existing --json/--jsonl/--csv file is refused)")
     p.add_argument("--json", metavar="FILE", help="write the results here as one JSON object at the end ('-': stdout)")
     p.add_argument("--jsonl", metavar="FILE", help="photos: write a JSON line per photo or video frame as it is done")
     p.add_argument("--csv", metavar="FILE", help="photos: write a row per face (path, frame, box, score, 68 points)")
@@ -236,7 +239,7 @@ def predict_faces(a: argparse.Namespace) -> int:
     to_files = any(x not in (None, "-") for x in (a.json, a.jsonl, a.csv))
     json_path = a.json if (a.json or to_files or a.jsonl == "-" or a.csv == "-") else "-"
     counts = run_predict(a.images, pipeline, None if a.no_overlay else a.out, json_path, a.jsonl, a.csv, a.crops,
-                         a.every, a.max_frames)
+                         a.every, a.max_frames, overwrite=a.overwrite)
     if to_files:
         done = ", ".join(f"{counts[k]} {k}" for k in ("photos", "frames", "faces", "skipped") if counts[k] or k == "faces")
         print(f"cnnvision predict: {done} on {pipeline.device.type}; results in "
@@ -246,7 +249,7 @@ def predict_faces(a: argparse.Namespace) -> int:
 
 def run(a: argparse.Namespace) -> int:
     from cnnvision import checkpoint
-    from cnnvision.files import write_json
+    from cnnvision.files import save_image, write_json
     from cnnvision.apps import classify, detect, keypoints, segment
 
     if a.command == "train" and train_task(a) not in ("keypoints", "detection"):
@@ -320,7 +323,7 @@ def run(a: argparse.Namespace) -> int:
                 confusion = Path(a.json).with_name(Path(a.json).stem + "_confusion.png")
             if confusion:
                 Path(confusion).parent.mkdir(parents=True, exist_ok=True)
-                classify.confusion_image(metrics["confusion"]).save(confusion)
+                save_image(classify.confusion_image(metrics["confusion"]), confusion)
         elif net.task == "segmentation":
             metrics = segment.evaluate_file(net, a.data, a.images, a.split, a.val_fraction)
         elif net.task == "detection":
@@ -341,6 +344,8 @@ def run(a: argparse.Namespace) -> int:
         a.images = a.images + ([sample_photo()] if a.sample else [])
         return predict_faces(a)
     elif a.command == "predict":
+        from cnnvision.files import refuse_existing
+        refuse_existing(a.json, "--json", a.overwrite)
         net = checkpoint.load_net(a.checkpoint, a.pretrained)
         a.images = a.images + ([sample_photo()] if a.sample else [])
         out = None if a.no_overlay else a.out
@@ -349,13 +354,13 @@ def run(a: argparse.Namespace) -> int:
             for path, r in results.items():
                 print(f"{path}: {r['class']} (probability {r['probability']:.4f})")
         elif net.task == "segmentation":
-            results = segment.predict_images(net, a.images, out)
+            results = segment.predict_images(net, a.images, out, overwrite=a.overwrite)
             print(json.dumps(results))
         elif net.task == "detection":
             results = detect.predict_images(net, a.images, a.threshold)
             print(json.dumps(results))
         else:
-            results = keypoints.predict_images(net, a.images, out)
+            results = keypoints.predict_images(net, a.images, out, overwrite=a.overwrite)
             print(json.dumps(results))
         if a.json:
             write_json(a.json, results)
@@ -390,9 +395,14 @@ def run(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cnnvision.runs import Terminated, handle_sigterm
     a = build_parser().parse_args(argv)
+    handle_sigterm()  # SIGTERM cleans up as Ctrl-C does: no half-written file, no run folder left locked
     try:
         return run(a)
+    except Terminated as e:
+        print(f"cnnvision {a.command}: terminated", file=sys.stderr)
+        return e.code
     except InputError as e:
         print(f"cnnvision {a.command}: error: {e}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from cnnvision.errors import InputError
+from cnnvision.files import atomic_path, sweep_temporaries
 
 
 class Inference(nn.Module):
@@ -41,9 +42,9 @@ def export_onnx(net, path: str | Path, opset: int = 18) -> Path:
     axes = {"images": {0: "batch"}, "output": {0: "batch"}}
     if net.task in ("segmentation", "detection"):
         axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}}
-    tmp = path.with_name(f".{path.name}.tmp")
+    sweep_temporaries(path.parent)  # what an export killed before left
     try:
-        with warnings.catch_warnings():
+        with atomic_path(path) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(module, (example,), str(tmp), input_names=["images"], output_names=["output"],
                               dynamic_axes=axes, opset_version=opset,
@@ -51,5 +52,4 @@ def export_onnx(net, path: str | Path, opset: int = 18) -> Path:
     finally:
         for m, training in modes.items():
             m.training = training
-    tmp.replace(path)
     return path

@@ -3,11 +3,16 @@
 A Net is an ``nn.Module`` with ``loss(out, target)``, ``predict(x)``, ``metrics(pred, data)``
 and ``primary_metric``; a Dataset has ``len()`` and ``batch(idx, generator)``. The run folder
 gets config.json, metrics.csv, TensorBoard events, last.pt and best.pt; ``resume`` continues
-from last.pt exactly (model, optimizer, scheduler, step, RNG).
+from last.pt exactly (model, optimizer, scheduler, step, RNG; mid-epoch after ``max_steps``).
+
+last.pt is each epoch's commit point: it holds the metric rows of every epoch so far and which
+step the best weights come from. It is written first, then best.pt, then metrics.csv is
+rewritten from its rows, each file atomically; so a run killed at any moment leaves at worst a
+best.pt or a metrics.csv one epoch behind last.pt, and ``resume`` repairs both from it (as it
+does the duplicate rows and lost best.pt that earlier versions could leave).
 """
 import contextlib
 import csv
-import json
 import math
 import sys
 import time
@@ -19,6 +24,7 @@ from tqdm import tqdm
 
 from cnnvision import checkpoint, distributed
 from cnnvision.errors import InputError
+from cnnvision.files import atomic_open, write_json
 from cnnvision.nets import net_spec
 
 
@@ -142,8 +148,12 @@ class Solver:
         self.schedule = WarmupSchedule(cfg.schedule, cfg.warmup_steps, self.steps_per_epoch * cfg.epochs)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
         self.step, self.epoch, self.bad_epochs = 0, 0, 0
+        self.batch = 0          # batches of the epoch in progress already trained (a max_steps stop)
+        self.rng: dict = {}     # the RNG states to go on from there
+        self.history: list[dict] = []  # one metrics row per epoch, as metrics.csv shows them
         name, mode = net.primary_metric
         self.best = math.inf if mode == "min" else -math.inf
+        self.best_step = -1
         self.writer = None
 
     def epoch_batches(self) -> tuple[list[torch.Tensor], torch.Generator]:
@@ -188,6 +198,7 @@ class Solver:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "step": self.step, "epoch": self.epoch, "best": self.best, "bad_epochs": self.bad_epochs,
+            "best_step": self.best_step, "batch": self.batch, "rng": self.rng, "history": self.history,
             "metrics": metrics, "config": self.run_config,
         }
 
@@ -205,6 +216,62 @@ class Solver:
         self.schedule.total = total  # a resumed run may have been given more epochs
         self.step, self.epoch, self.best = state["step"], state["epoch"], state["best"]
         self.bad_epochs = state["bad_epochs"]
+        self.batch, self.rng = state.get("batch", 0), state.get("rng", {})
+        self.best_step = state.get("best_step", -1)
+        self.history = state["history"] if "history" in state else self.rows_on_disk()
+        if self.out is not None:
+            self.repair_best(state)
+            self.write_metrics_csv()
+
+    def rows_on_disk(self) -> list[dict]:
+        """An earlier version's run keeps its rows only in metrics.csv, possibly with an epoch
+        twice or one past last.pt: one row per epoch up to last.pt's, the latest kept."""
+        file = self.out / "metrics.csv" if self.out is not None else None
+        if file is None or not file.exists():
+            return []
+        with open(file, newline="") as f:
+            rows = {}
+            for row in csv.DictReader(f):
+                try:
+                    if 0 < int(row["epoch"]) <= self.epoch:
+                        rows[int(row["epoch"])] = row
+                except (KeyError, TypeError, ValueError):
+                    continue
+        return [rows[k] for k in sorted(rows)]
+
+    def repair_best(self, last: dict) -> None:
+        """Make best.pt hold the weights last.pt records as the best, where a kill between the
+        two writes (or an earlier version) left it missing or one epoch behind."""
+        name = self.net.primary_metric[0]
+        path = self.out / "best.pt"
+        try:
+            held = checkpoint.load(path) if path.exists() else None
+        except InputError:
+            held = None  # unreadable: written anew below
+        if held is not None and held.get("metrics", {}).get(name) == self.best:
+            return
+        if last["metrics"].get(name) == self.best:  # the best weights are last.pt's own
+            self.best_step = self.step
+            self.save_best(last)
+            print(f"repaired {path} from {self.out / 'last.pt'} (the best, step {self.step})")
+        elif held is None and last["metrics"]:
+            # An earlier version lost the best weights: the last ones stand in, and are the best from now on.
+            self.best, self.best_step = last["metrics"][name], self.step
+            self.save_best(self.state(last["metrics"]))
+            print(f"{path} was lost by an earlier interrupted run; it now holds last.pt's weights (step {self.step})")
+
+    def save_best(self, state: dict) -> None:
+        checkpoint.save(self.out / "best.pt", {k: state[k] for k in ("net", "model", "metrics", "config", "epoch", "step")})
+
+    def write_metrics_csv(self) -> None:
+        """metrics.csv, rewritten whole from the rows last.pt holds: one row per epoch, always."""
+        if not self.history:
+            return
+        columns = list(dict.fromkeys(k for row in self.history for k in row))
+        with atomic_open(self.out / "metrics.csv", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=columns)
+            w.writeheader()
+            w.writerows(self.history)
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self, resume: bool = False, run_dir: str | Path | None = None) -> dict:
@@ -216,19 +283,30 @@ class Solver:
                 raise InputError(f"{last}: no such file, nothing to resume")
             self.restore(last)
             if ctx.main:
-                print(f"resumed from {last} at epoch {self.epoch}, step {self.step}")
+                within = f" (batch {self.batch} of epoch {self.epoch + 1})" if self.batch else ""
+                print(f"resumed from {last} at epoch {self.epoch}, step {self.step}{within}")
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps(self.run_config, indent=2) + "\n")
+            write_json(self.out / "config.json", self.run_config)
             self.writer = tensorboard_writer(self.out)
         metrics: dict = {}
         name, mode = self.net.primary_metric
+        if cfg.max_steps and self.step >= cfg.max_steps:
+            if ctx.main:
+                print(f"already at step {self.step}: --max-steps {cfg.max_steps} leaves nothing to train "
+                      "(give a larger one, or 0 for no limit)")
+            self.epoch = cfg.epochs  # nothing more to do
         while self.epoch < cfg.epochs:
             self.model.train()
             chunks, noise = self.epoch_batches()
+            if self.batch:  # go on from where a max_steps stop left this epoch
+                chunks = chunks[self.batch:]
+                noise.set_state(self.rng["noise"])
+                torch.set_rng_state(self.rng["torch"])
             bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
                        disable=not (ctx.main and sys.stderr.isatty()))
             interval_loss, interval_n, t0 = 0.0, 0, time.perf_counter()
+            done = self.batch  # batches of this epoch trained before a resume
             for idx in chunks:
                 x, y = self.train_set.batch(idx, noise)
                 loss = self.train_step(x, y)
@@ -238,21 +316,28 @@ class Solver:
                 if self.step % cfg.log_every == 0:
                     self.log(interval_loss / interval_n, interval_n * ctx.world / (time.perf_counter() - t0), bar)
                     interval_loss, interval_n, t0 = 0.0, 0, time.perf_counter()
-                if cfg.max_steps and self.step >= cfg.max_steps:
+                self.batch += 1
+                if cfg.max_steps and self.step >= cfg.max_steps and self.batch < len(chunks) + done:
+                    # Stopped inside the epoch: remember where, so a resume goes on from here.
+                    self.rng = {"noise": noise.get_state(), "torch": torch.get_rng_state()}
                     break
+            else:
+                self.batch, self.rng = 0, {}
             bar.close()
-            self.epoch += 1
+            label = self.epoch + 1
+            self.epoch += 0 if self.batch else 1
             metrics = self.evaluate()
             value = metrics[name]
             improved = value < self.best if mode == "min" else value > self.best
             if improved:
-                self.best, self.bad_epochs = value, 0
-            else:
+                self.best, self.bad_epochs, self.best_step = value, 0, self.step
+            elif not self.batch:
                 self.bad_epochs += 1
             if ctx.main:
                 shown = ", ".join(f"{k} = {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-                print(f"epoch {self.epoch}: {shown}" + (" (best)" if improved else ""))
-                self.record(metrics, improved)
+                part = f" (stopped at batch {self.batch})" if self.batch else ""
+                print(f"epoch {label}{part}: {shown}" + (" (best)" if improved else ""))
+                self.record(label, metrics, improved)
             distributed.barrier(ctx)
             if cfg.max_steps and self.step >= cfg.max_steps:
                 if ctx.main:
@@ -281,23 +366,20 @@ class Solver:
         return evaluate(self.net, self.val_set, 256, self.device, self.cfg.precision, self.cfg.eval_flip,
                         self.cfg.channels_last, self.ctx)
 
-    def record(self, metrics: dict, improved: bool) -> None:
-        """Checkpoints, metrics.csv and TensorBoard after an epoch (main process only)."""
+    def record(self, label: int, metrics: dict, improved: bool) -> None:
+        """After an epoch (main process only): last.pt with this epoch's row (the commit point),
+        then best.pt if it improved, then metrics.csv from last.pt's rows; TensorBoard."""
+        row = {"epoch": label, "step": self.step, "lr": self.scheduler.get_last_lr()[0],
+               **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
+        # A stopped epoch's row is replaced when the epoch is finished.
+        self.history = [r for r in self.history if int(r["epoch"]) != label] + [row]
         if self.out is None:
             return
-        row = {"epoch": self.epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0],
-               **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
-        file = self.out / "metrics.csv"
-        new = not file.exists()
-        with open(file, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
         state = self.state(metrics)
         checkpoint.save(self.out / "last.pt", state)
         if improved:
-            checkpoint.save(self.out / "best.pt", {k: state[k] for k in ("net", "model", "metrics", "config", "epoch", "step")})
+            self.save_best(state)
+        self.write_metrics_csv()
         if self.writer:
             for k, v in metrics.items():
                 if isinstance(v, (int, float)):
@@ -338,9 +420,11 @@ def tensorboard_writer(out: Path):
 
 
 def resumed_solver(stored: dict, given: dict) -> dict:
-    """A resumed run's solver settings: the stored ones, except the limits the command may change
-    (``epochs`` to extend the run, ``max_steps`` to stop it sooner or later)."""
-    return {**stored, **{k: given[k] for k in ("epochs", "max_steps") if given.get(k) is not None}}
+    """A resumed run's solver settings: the stored ones, with ``epochs`` as given (to extend the
+    run) and ``max_steps`` only as given: a stop is for the command that asked for it, so
+    ``--resume`` alone goes on to the run's last epoch, and ``--resume --max-steps N`` to step N."""
+    return {**stored, "max_steps": given.get("max_steps") or 0,
+            **{k: given[k] for k in ("epochs",) if given.get(k) is not None}}
 
 
 def solver_config(overrides: dict) -> SolverConfig:

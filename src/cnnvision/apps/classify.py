@@ -4,7 +4,6 @@ Solver as the keypoint app.
 Training holds out the last twelfth of the training files (MNIST's last 5,000 digits) to pick
 the best checkpoint; the official test files are only read by ``evaluate_file``.
 """
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,6 +16,8 @@ from cnnvision import images as imgs
 from cnnvision.data.augment import make_augment
 from cnnvision.data.mnist import ClassificationDataset, digit_augment, load_mnist
 from cnnvision.errors import InputError
+from cnnvision.files import save_image, write_json
+from cnnvision.runs import RunFolder
 from cnnvision.nets.classify import ClassifierConfig, ClassifierNet
 from cnnvision.solver import evaluate, predict, resumed_solver, solver_config, train_in_folder
 
@@ -30,47 +31,46 @@ def train(data: str | None, net: str = "lenet5", out: str | Path = "runs/lenet5-
     the held-out digits. ``augment``: False, True (``digit_augment``) or a dict of AugmentConfig
     fields to change. ``solver`` holds SolverConfig fields. Returns the final metrics."""
     out = Path(out)
-    if resume:
-        stored = checkpoint.run_config(out / "last.pt", "classification")
-        data, net, augment = stored["data"], stored["net"]["arch"], stored["augment"] or False
-        solver = resumed_solver(stored["solver"], solver)
-    elif (out / "last.pt").exists():
-        raise InputError(f"{out}: already holds a run (last.pt); use --resume to continue it or another --out")
-    if data is None:
-        raise InputError(NO_DATA)
-    digits = load_mnist(data, "train")
-    n = len(digits)
-    held_out = n // 12
-    if held_out < 1:
-        raise InputError(f"{data}: too few training digits ({n}) to hold out a validation set")
-    train_set, val_set = digits.subset(torch.arange(n - held_out)), digits.subset(torch.arange(n - held_out, n))
-    aug = make_augment(augment, digit_augment())
-    train_set.augment = aug
-    net_cfg = ClassifierConfig(arch=net, in_channels=digits.channels, image_size=digits.size,
-                               num_classes=digits.num_classes)
-    cfg = solver_config(solver)
-    torch.manual_seed(cfg.seed)
-    model = ClassifierNet(net_cfg)
-    run_config = {
-        "command": "train", "task": "classification", "data": str(data), "net": asdict(net_cfg),
-        "solver": asdict(cfg), "augment": asdict(aug) if aug else None,
-        "train_count": len(train_set), "val_count": len(val_set), "val": f"the last {held_out} training digits",
-    }
-    summary = (f"{len(train_set)} training and {len(val_set)} validation digits "
-               f"(the last {held_out} of the training files)")
-    if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume, summary):
-        return {}
-    best = checkpoint.load_net(out / "best.pt")
-    probs = predict(best, val_set)
-    metrics = best.metrics(probs, val_set)
-    wrong = torch.nonzero(probs.argmax(1) != val_set.labels).flatten()[:64]
-    if len(wrong):
-        Image.fromarray(best.picture(val_set.subset(wrong), probs[wrong])).save(out / "mistakes.png")
-    confusion_image(metrics["confusion"]).save(out / "confusion.png")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"best checkpoint {out / 'best.pt'}: accuracy {metrics['accuracy']:.4f} on {metrics['count']} "
-          f"held-out digits; confusion matrix {out / 'confusion.png'}")
-    return metrics
+    with RunFolder.claim(out, resume):  # refuses others' files and a second run; unlocked at the end
+        if resume:
+            stored = checkpoint.run_config(out / "last.pt", "classification")
+            data, net, augment = stored["data"], stored["net"]["arch"], stored["augment"] or False
+            solver = resumed_solver(stored["solver"], solver)
+        if data is None:
+            raise InputError(NO_DATA)
+        digits = load_mnist(data, "train")
+        n = len(digits)
+        held_out = n // 12
+        if held_out < 1:
+            raise InputError(f"{data}: too few training digits ({n}) to hold out a validation set")
+        train_set, val_set = digits.subset(torch.arange(n - held_out)), digits.subset(torch.arange(n - held_out, n))
+        aug = make_augment(augment, digit_augment())
+        train_set.augment = aug
+        net_cfg = ClassifierConfig(arch=net, in_channels=digits.channels, image_size=digits.size,
+                                   num_classes=digits.num_classes)
+        cfg = solver_config(solver)
+        torch.manual_seed(cfg.seed)
+        model = ClassifierNet(net_cfg)
+        run_config = {
+            "command": "train", "task": "classification", "data": str(data), "net": asdict(net_cfg),
+            "solver": asdict(cfg), "augment": asdict(aug) if aug else None,
+            "train_count": len(train_set), "val_count": len(val_set), "val": f"the last {held_out} training digits",
+        }
+        summary = (f"{len(train_set)} training and {len(val_set)} validation digits "
+                   f"(the last {held_out} of the training files)")
+        if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume, summary):
+            return {}
+        best = checkpoint.load_net(out / "best.pt")
+        probs = predict(best, val_set)
+        metrics = best.metrics(probs, val_set)
+        wrong = torch.nonzero(probs.argmax(1) != val_set.labels).flatten()[:64]
+        if len(wrong):
+            save_image(Image.fromarray(best.picture(val_set.subset(wrong), probs[wrong])), out / "mistakes.png")
+        save_image(confusion_image(metrics["confusion"]), out / "confusion.png")
+        write_json(out / "metrics.json", metrics)
+        print(f"best checkpoint {out / 'best.pt'}: accuracy {metrics['accuracy']:.4f} on {metrics['count']} "
+              f"held-out digits; confusion matrix {out / 'confusion.png'}")
+        return metrics
 
 
 def evaluate_file(net, data: str) -> dict:

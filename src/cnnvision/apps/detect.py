@@ -17,7 +17,8 @@ from cnnvision.data.kaggle import read_rows
 from cnnvision.data.photos import face_box, group_by_photo, is_web_faces, photo_crops, read_web_faces, split_photos
 from cnnvision.data.scenes import DetectionDataset, concat, frame_crops, frames, scenes
 from cnnvision.errors import InputError
-from cnnvision.files import plain
+from cnnvision.runs import RunFolder
+from cnnvision.files import plain, write_json
 from cnnvision.nets.detect import DetectorConfig, DetectorNet
 from cnnvision.solver import evaluate, resumed_solver, solver_config, train_in_folder
 
@@ -35,62 +36,61 @@ def train(data: str | list, images: str | list, out: str | Path, resume: bool = 
     with any photo source it learns face boxes (data/photos.py). ``augment``: False, True or a
     dict of AugmentConfig fields to change. ``init``: a detector checkpoint to start from."""
     out = Path(out)
-    if resume:
-        stored = checkpoint.run_config(out / "last.pt", "detection")
-        data, images, scene_count = stored["data"], stored["images"], stored["scene_count"]
-        image_size, val_fraction, width = stored["image_size"], stored["val_fraction"], stored["net"]["width"]
-        objectness_loss = stored["net"].get("objectness_loss", "bce")
-        augment = stored.get("augment", True) or False  # runs from before --augment kept no record
-        shares, init = stored.get("shares"), None
-        solver = resumed_solver(stored["solver"], solver)
-    elif (out / "last.pt").exists():
-        raise InputError(f"{out}: already holds a run (last.pt); use --resume to continue it or another --out")
-    paths = data if isinstance(data, list) else [data] * (data is not None)
-    folders = images if isinstance(images, list) else [images] * (images is not None)
-    if not paths or len(folders) != len(paths) or None in paths or None in folders:
-        raise InputError("detection needs --data (a 68-point or web-faces CSV) and --images (its pictures), "
-                         "one --images per --data")
-    kinds = [source_kind(Path(p)) for p in paths]
-    style = "points" if kinds == ["frames"] else "face"
-    if shares is not None and len(shares) != len(paths):
-        raise InputError(f"--share has {len(shares)} values for {len(paths)} --data sources; give one per source")
-    weights = shares or [1.0] * len(paths)
-    counts = [int(round(scene_count * w / sum(weights))) for w in weights]
-    net_cfg = DetectorConfig(image_size=image_size, width=width, objectness_loss=objectness_loss, box_style=style)
-    train_parts, val_parts, described = [], [], []
-    miner = None
-    if init and "web" in kinds:  # mine hard negatives with the detector being fine-tuned
-        from cnnvision.apps.faces import LANDMARKS, FacePipeline
-        miner = FacePipeline(checkpoint.load_net(init), checkpoint.load_net(pretrained=LANDMARKS), threshold=0.5)
-    for path, folder, kind, count in zip(paths, folders, kinds, counts):
-        extra = {"miner": miner} if kind == "web" else {}
-        t, v, what = SOURCE_READERS[kind](Path(path), Path(folder), count, image_size, net_cfg.in_channels,
-                                          val_fraction, **extra)
-        if style == "face" and kind == "frames":  # the frames' boxes are their points' extent
-            t, v = t.to_face_boxes(), v.to_face_boxes()
-        train_parts.append(t)
-        val_parts.append(v)
-        described.append(what)
-    train_set, val_set = concat(train_parts), concat(val_parts)
-    train_set.augment = make_augment(augment, AugmentConfig())
-    cfg = solver_config(solver)
-    torch.manual_seed(cfg.seed)
-    model = DetectorNet(net_cfg)
-    if init:
-        checkpoint.init_from(model, init)
-    run_config = {"command": "train", "task": "detection", "data": plain(data), "images": plain(images),
-                  "scene_count": scene_count, "shares": shares, "init": str(init) if init else None,
-                  "image_size": image_size, "val_fraction": val_fraction, "split_seed": 0, "sources": described,
-                  "augment": asdict(train_set.augment) if train_set.augment else None,
-                  "net": asdict(net_cfg), "solver": asdict(cfg), "train_count": len(train_set),
-                  "val_count": len(val_set)}
-    summary = f"{len(train_set)} training and {len(val_set)} validation pictures: " + "; ".join(described)
-    if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume, summary):
-        return {}
-    metrics = evaluate(checkpoint.load_net(out / "best.pt"), val_set, flip=False)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"best checkpoint {out / 'best.pt'}: " + json.dumps(metrics))
-    return metrics
+    with RunFolder.claim(out, resume):  # refuses others' files and a second run; unlocked at the end
+        if resume:
+            stored = checkpoint.run_config(out / "last.pt", "detection")
+            data, images, scene_count = stored["data"], stored["images"], stored["scene_count"]
+            image_size, val_fraction, width = stored["image_size"], stored["val_fraction"], stored["net"]["width"]
+            objectness_loss = stored["net"].get("objectness_loss", "bce")
+            augment = stored.get("augment", True) or False  # runs from before --augment kept no record
+            shares, init = stored.get("shares"), None
+            solver = resumed_solver(stored["solver"], solver)
+        paths = data if isinstance(data, list) else [data] * (data is not None)
+        folders = images if isinstance(images, list) else [images] * (images is not None)
+        if not paths or len(folders) != len(paths) or None in paths or None in folders:
+            raise InputError("detection needs --data (a 68-point or web-faces CSV) and --images (its pictures), "
+                             "one --images per --data")
+        kinds = [source_kind(Path(p)) for p in paths]
+        style = "points" if kinds == ["frames"] else "face"
+        if shares is not None and len(shares) != len(paths):
+            raise InputError(f"--share has {len(shares)} values for {len(paths)} --data sources; give one per source")
+        weights = shares or [1.0] * len(paths)
+        counts = [int(round(scene_count * w / sum(weights))) for w in weights]
+        net_cfg = DetectorConfig(image_size=image_size, width=width, objectness_loss=objectness_loss, box_style=style)
+        train_parts, val_parts, described = [], [], []
+        miner = None
+        if init and "web" in kinds:  # mine hard negatives with the detector being fine-tuned
+            from cnnvision.apps.faces import LANDMARKS, FacePipeline
+            miner = FacePipeline(checkpoint.load_net(init), checkpoint.load_net(pretrained=LANDMARKS), threshold=0.5)
+        for path, folder, kind, count in zip(paths, folders, kinds, counts):
+            extra = {"miner": miner} if kind == "web" else {}
+            t, v, what = SOURCE_READERS[kind](Path(path), Path(folder), count, image_size, net_cfg.in_channels,
+                                              val_fraction, **extra)
+            if style == "face" and kind == "frames":  # the frames' boxes are their points' extent
+                t, v = t.to_face_boxes(), v.to_face_boxes()
+            train_parts.append(t)
+            val_parts.append(v)
+            described.append(what)
+        train_set, val_set = concat(train_parts), concat(val_parts)
+        train_set.augment = make_augment(augment, AugmentConfig())
+        cfg = solver_config(solver)
+        torch.manual_seed(cfg.seed)
+        model = DetectorNet(net_cfg)
+        if init:
+            checkpoint.init_from(model, init)
+        run_config = {"command": "train", "task": "detection", "data": plain(data), "images": plain(images),
+                      "scene_count": scene_count, "shares": shares, "init": str(init) if init else None,
+                      "image_size": image_size, "val_fraction": val_fraction, "split_seed": 0, "sources": described,
+                      "augment": asdict(train_set.augment) if train_set.augment else None,
+                      "net": asdict(net_cfg), "solver": asdict(cfg), "train_count": len(train_set),
+                      "val_count": len(val_set)}
+        summary = f"{len(train_set)} training and {len(val_set)} validation pictures: " + "; ".join(described)
+        if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume, summary):
+            return {}
+        metrics = evaluate(checkpoint.load_net(out / "best.pt"), val_set, flip=False)
+        write_json(out / "metrics.json", metrics)
+        print(f"best checkpoint {out / 'best.pt'}: " + json.dumps(metrics))
+        return metrics
 
 
 def source_kind(path: Path) -> str:

@@ -293,11 +293,12 @@ def draw_faces(im: Image.Image, faces: list[Face]) -> Image.Image:
 
 def predict_photos(paths: list[str], out_dir: str | Path | None = "predictions", with_parts: bool = False,
                    threshold: float | None = None, batch: int = 16, pipeline: FacePipeline | None = None,
-                   min_face: float | None = None) -> dict:
+                   min_face: float | None = None, overwrite: bool = False) -> dict:
     """``{path: [{"box", "score", "keypoints"}, ...]}`` for photos, read ``batch`` at a time; an
-    overlay PNG per photo into ``out_dir``. ``min_face`` (pixels) searches for faces that small
-    too, at the cost of a larger first level."""
-    from cnnvision.apps.keypoints import unique_name
+    overlay PNG per photo into ``out_dir`` (numbered names beside existing files, unless
+    ``overwrite``). ``min_face`` (pixels) searches for faces that small too, at the cost of a
+    larger first level."""
+    from cnnvision.files import free_name, save_image
     pipeline = pipeline or FacePipeline.pretrained(with_parts, threshold=threshold, min_face=min_face)
     results, used = {}, set()
     if out_dir is not None:
@@ -308,8 +309,8 @@ def predict_photos(paths: list[str], out_dir: str | Path | None = "predictions",
         for path, im, faces in zip(chunk, photos, pipeline.predict(photos)):
             results[str(path)] = [f.to_json() for f in faces]
             if out_dir is not None:
-                name = unique_name(Path(path).stem + "_faces", used)
-                draw_faces(im, faces).save(Path(out_dir) / f"{name}.png")
+                name = free_name(out_dir, Path(path).stem + "_faces", ".png", used, overwrite)
+                save_image(draw_faces(im, faces), Path(out_dir) / f"{name}.png")
     return results
 
 

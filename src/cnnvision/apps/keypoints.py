@@ -18,7 +18,8 @@ from cnnvision.data.augment import AugmentConfig, make_augment
 from cnnvision.data.dataset import KeypointDataset, hold_out_people, split_summary
 from cnnvision.data.kaggle import KEYPOINT_COLUMNS, load_arrays, read_rows
 from cnnvision.errors import InputError
-from cnnvision.files import atomic_open, plain, unique_name
+from cnnvision.runs import RunFolder
+from cnnvision.files import atomic_open, free_name, plain, save_image, sweep_temporaries, write_json
 from cnnvision.nets import KeypointNet, KeypointNetConfig
 from cnnvision.solver import evaluate, predict, resumed_solver, solver_config, train_in_folder
 from cnnvision.viz import draw_box, draw_points, face_grid
@@ -38,52 +39,51 @@ def train(data: str | list | None = None, images: str | list | None = None, net:
     SolverConfig fields (epochs, lr, batch_size, ...). Returns the final metrics.
     """
     out = Path(out)
-    if resume:
-        stored = checkpoint.run_config(out / "last.pt", "keypoints")
-        data, images, net = stored["data"], stored["images"], stored["net"]["arch"]
-        val_fraction, image_size, channels = stored["val_fraction"], stored["image_size"], stored["channels"]
-        width, skip_bad_rows, augment = stored["net"]["width"], stored["skip_bad_rows"], stored["augment"] or False
-        synthetic_count, loss = stored["synthetic_count"], stored["net"]["loss"]
-        shares, init = stored.get("shares"), None  # the weights come from last.pt
-        solver = resumed_solver(stored["solver"], solver)
-    elif (out / "last.pt").exists():
-        raise InputError(f"{out}: already holds a run (last.pt); use --resume to continue it or another --out")
-    elif data is None and "epochs" not in solver:
-        solver["epochs"] = 8  # the synthetic faces are easy: the demo stays a few minutes long
-    paths = data if isinstance(data, list) else [data]
-    folders = images if isinstance(images, list) else [images] * (images is not None)
-    dataset = load_sources(paths, folders, image_size, channels, skip_bad_rows, use_cache, synthetic_count, shares)
-    train_set, val_set = hold_out_people(dataset, val_fraction, paths)
-    aug = make_augment(augment, AugmentConfig())
-    train_set.augment = aug
-    net_cfg = KeypointNetConfig(arch=net, layout=dataset.layout.name, in_channels=dataset.channels,
-                                image_size=dataset.size, width=width, loss=loss)
-    cfg = solver_config(solver)
-    torch.manual_seed(cfg.seed)
-    model = KeypointNet(net_cfg)
-    if init:
-        checkpoint.init_from(model, init)
-    run_config = {
-        "command": "train", "data": plain(data), "images": plain(images), "shares": list(dataset.shares or []) or None,
-        "split": split_kinds(dataset), "split_seed": 0, "init": str(init) if init else None,
-        "synthetic_count": synthetic_count, "val_fraction": val_fraction, "image_size": image_size,
-        "channels": channels, "skip_bad_rows": skip_bad_rows,
-        "net": asdict(net_cfg), "solver": asdict(cfg), "augment": asdict(aug) if aug else None,
-        "train_count": len(train_set), "val_count": len(val_set),
-        "val_people": len(set(val_set.identities)) if val_set.identities else None,
-    }
-    if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume,
-                           split_summary(train_set, val_set)):
-        return {}
-    best = checkpoint.load_net(out / "best.pt")
-    metrics = evaluate(best, val_set, flip=cfg.eval_flip)
-    sample = val_set.subset(torch.arange(min(32, len(val_set))))
-    picture = face_grid(sample.images, predict(best, sample, flip=cfg.eval_flip), sample.points)
-    Image.fromarray(picture).save(out / "predictions.png")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"best checkpoint {out / 'best.pt'}: " + json.dumps(metrics))
-    print(f"predictions on held-out faces: {out / 'predictions.png'}")
-    return metrics
+    with RunFolder.claim(out, resume):  # refuses others' files and a second run; unlocked at the end
+        if resume:
+            stored = checkpoint.run_config(out / "last.pt", "keypoints")
+            data, images, net = stored["data"], stored["images"], stored["net"]["arch"]
+            val_fraction, image_size, channels = stored["val_fraction"], stored["image_size"], stored["channels"]
+            width, skip_bad_rows, augment = stored["net"]["width"], stored["skip_bad_rows"], stored["augment"] or False
+            synthetic_count, loss = stored["synthetic_count"], stored["net"]["loss"]
+            shares, init = stored.get("shares"), None  # the weights come from last.pt
+            solver = resumed_solver(stored["solver"], solver)
+        elif data is None and "epochs" not in solver:
+            solver["epochs"] = 8  # the synthetic faces are easy: the demo stays a few minutes long
+        paths = data if isinstance(data, list) else [data]
+        folders = images if isinstance(images, list) else [images] * (images is not None)
+        dataset = load_sources(paths, folders, image_size, channels, skip_bad_rows, use_cache, synthetic_count, shares)
+        train_set, val_set = hold_out_people(dataset, val_fraction, paths)
+        aug = make_augment(augment, AugmentConfig())
+        train_set.augment = aug
+        net_cfg = KeypointNetConfig(arch=net, layout=dataset.layout.name, in_channels=dataset.channels,
+                                    image_size=dataset.size, width=width, loss=loss)
+        cfg = solver_config(solver)
+        torch.manual_seed(cfg.seed)
+        model = KeypointNet(net_cfg)
+        if init:
+            checkpoint.init_from(model, init)
+        run_config = {
+            "command": "train", "data": plain(data), "images": plain(images), "shares": list(dataset.shares or []) or None,
+            "split": split_kinds(dataset), "split_seed": 0, "init": str(init) if init else None,
+            "synthetic_count": synthetic_count, "val_fraction": val_fraction, "image_size": image_size,
+            "channels": channels, "skip_bad_rows": skip_bad_rows,
+            "net": asdict(net_cfg), "solver": asdict(cfg), "augment": asdict(aug) if aug else None,
+            "train_count": len(train_set), "val_count": len(val_set),
+            "val_people": len(set(val_set.identities)) if val_set.identities else None,
+        }
+        if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume,
+                               split_summary(train_set, val_set)):
+            return {}
+        best = checkpoint.load_net(out / "best.pt")
+        metrics = evaluate(best, val_set, flip=cfg.eval_flip)
+        sample = val_set.subset(torch.arange(min(32, len(val_set))))
+        picture = face_grid(sample.images, predict(best, sample, flip=cfg.eval_flip), sample.points)
+        save_image(Image.fromarray(picture), out / "predictions.png")
+        write_json(out / "metrics.json", metrics)
+        print(f"best checkpoint {out / 'best.pt'}: " + json.dumps(metrics))
+        print(f"predictions on held-out faces: {out / 'predictions.png'}")
+        return metrics
 
 
 def split_kinds(dataset) -> list[str]:
@@ -132,9 +132,10 @@ def evaluate_file(net, data: str, images: str | None = None, skip_bad_rows: bool
     return metrics
 
 
-def predict_images(net, paths: list[str], out_dir: str | Path | None = None, batch_size: int = 64) -> dict:
+def predict_images(net, paths: list[str], out_dir: str | Path | None = None, batch_size: int = 64,
+                   overwrite: bool = False) -> dict:
     """Keypoints for whole images (each taken as one face), in the images' pixels; overlay PNGs
-    into ``out_dir``."""
+    into ``out_dir`` (numbered names beside existing files, unless ``overwrite``)."""
     cfg = net.cfg
     results, crops, boxes, opened = {}, [], [], []
     for path in paths:
@@ -155,9 +156,9 @@ def predict_images(net, paths: list[str], out_dir: str | Path | None = None, bat
         results[str(path)] = [{"box": [0, 0, im.width, im.height],
                                "keypoints": [[round(float(x), 2), round(float(y), 2)] for x, y in src]}]
         if out_dir is not None:
-            name = unique_name(Path(path).stem + "_keypoints", used)
+            name = free_name(out_dir, Path(path).stem + "_keypoints", ".png", used, overwrite)
             overlay = draw_box(draw_points(im, src), [0, 0, im.width - 1, im.height - 1])
-            overlay.save(Path(out_dir) / f"{name}.png")
+            save_image(overlay, Path(out_dir) / f"{name}.png")
     return results
 
 
@@ -194,6 +195,7 @@ def submit(net, test: str, lookup: str, out: str, skip_bad_rows: bool = False) -
                              f"{e.args[0]!r} (not in {test})") from None
     if not lines:
         raise InputError(f"{lookup}: no rows")
+    sweep_temporaries(Path(out).parent)  # what a submit killed before left
     with atomic_open(out, newline="") as f:
         w = csv.writer(f)
         w.writerow(["RowId", "Location"])

@@ -88,7 +88,8 @@ class VideoWriter:
 
     def __init__(self, path: Path, fps: float, width: int, height: int):
         import av
-        self.path, self.tmp = path, path.with_name(f".{path.name}.tmp.mp4")
+        from cnnvision.files import temporary_name
+        self.path, self.tmp = path, temporary_name(path, ".tmp.mp4")
         self.container = av.open(str(self.tmp), mode="w")
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
         rate = max(1, round(fps))
@@ -107,6 +108,13 @@ class VideoWriter:
             self.container.mux(packet)
         self.container.close()
         self.tmp.replace(self.path)
+
+    def abort(self) -> None:
+        try:
+            self.container.close()
+        except Exception:  # closing a half-encoded stream may fail: the file goes anyway
+            pass
+        self.tmp.unlink(missing_ok=True)
 
 
 def video_rate(path: str) -> float:

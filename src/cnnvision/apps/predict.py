@@ -6,6 +6,11 @@ JSON Lines (``--jsonl FILE``: a line per photo or video frame as soon as it is d
 killed halfway keeps what it did), CSV (``--csv FILE``: a row per face), overlays and annotated
 videos (``--out DIR``) and face crops aligned by the eyes (``--crops DIR``).
 Exit status: 0 all inputs done, 1 some skipped (each named on stderr), 2 usage errors.
+
+Nothing the user had is replaced unless ``overwrite``: overlays, videos and crops whose names are
+taken get numbered ones (``photo_faces_2.png``), and an existing ``--json``/``--jsonl``/``--csv``
+file is refused. Every file but the JSON Lines appears whole or not at all (written to a
+temporary name, then renamed); the JSON Lines file is streamed on purpose.
 """
 import csv
 import json
@@ -19,7 +24,7 @@ import numpy as np
 from cnnvision.apps.faces import Face, FacePipeline, draw_faces
 from cnnvision.apps.media import Frame, VideoWriter, aligned_crop, expand, photo_or_frames, video_rate
 from cnnvision.errors import InputError
-from cnnvision.files import unique_name, write_json
+from cnnvision.files import atomic_open, free_name, refuse_existing, save_image, sweep_temporaries, write_json
 
 
 def rle(mask: np.ndarray) -> list[int]:
@@ -52,6 +57,7 @@ class Outputs:
     collected: dict = field(default_factory=dict)
     used: set = field(default_factory=set)
     videos: dict = field(default_factory=dict)  # source -> VideoWriter
+    overwrite: bool = False  # replace files of the same names instead of numbering new ones
 
     def add(self, item: Frame, faces: list[Face]) -> None:
         found = [face_json(f) for f in faces]
@@ -73,15 +79,17 @@ class Outputs:
         stem = Path(item.source).stem + ("" if item.frame is None else f"_{item.frame:06d}")
         if self.crops_dir is not None:
             for k, f in enumerate(faces):
-                aligned_crop(item.image, np.asarray(f.keypoints)).save(self.crops_dir / f"{stem}_face{k}.png")
+                name = free_name(self.crops_dir, f"{stem}_face{k}", ".png", self.used, self.overwrite)
+                save_image(aligned_crop(item.image, np.asarray(f.keypoints)), self.crops_dir / f"{name}.png")
         if self.out_dir is not None:
             drawn = draw_faces(item.image, faces)
             if item.frame is None:
-                drawn.save(self.out_dir / f"{unique_name(stem + '_faces', self.used)}.png")
+                name = free_name(self.out_dir, stem + "_faces", ".png", self.used, self.overwrite)
+                save_image(drawn, self.out_dir / f"{name}.png")
             else:
                 writer = self.videos.get(item.source)
                 if writer is None:
-                    name = unique_name(Path(item.source).stem + "_faces", self.used)
+                    name = free_name(self.out_dir, Path(item.source).stem + "_faces", ".mp4", self.used, self.overwrite)
                     writer = self.videos[item.source] = VideoWriter(self.out_dir / f"{name}.mp4",
                                                                     video_rate(item.source), *drawn.size)
                 writer.write(drawn)
@@ -91,13 +99,20 @@ class Outputs:
         if writer is not None:
             writer.close()
 
+    def abort_videos(self) -> None:
+        """After an error or an interrupt: no half-written video is left behind."""
+        for writer in self.videos.values():
+            writer.abort()
+        self.videos.clear()
+
 
 CSV_HEADER = ["path", "frame", "face", "x0", "y0", "x1", "y1", "score"] + [f"{c}{i}" for i in range(68) for c in "xy"]
 
 
 def run_predict(inputs: list[str], pipeline: FacePipeline, out_dir: str | None = None, json_path: str | None = None,
                 jsonl_path: str | None = None, csv_path: str | None = None, crops_dir: str | None = None,
-                every: int = 1, max_frames: int | None = None, batch: int = 16, stdout=None, stderr=None) -> dict:
+                every: int = 1, max_frames: int | None = None, batch: int = 16, stdout=None, stderr=None,
+                overwrite: bool = False) -> dict:
     """Run the pipeline over every input; returns counts: ``photos``, ``frames``, ``faces`` and the
     ``skipped`` inputs (each already named on ``stderr`` with its reason)."""
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
@@ -114,19 +129,22 @@ def run_predict(inputs: list[str], pipeline: FacePipeline, out_dir: str | None =
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise InputError(f"{flag} {given}: cannot create the folder ({e.strerror})") from None
+            sweep_temporaries(folder)  # what an earlier, killed run left half-written
     for flag, given in (("--json", json_path), ("--jsonl", jsonl_path), ("--csv", csv_path)):
         if given not in (None, "-") and Path(given).is_dir():
             raise InputError(f"{flag} {given}: is a folder, expected a file name")
+        refuse_existing(given, flag, overwrite)
     counts = {"photos": 0, "frames": 0, "faces": 0, "skipped": 0}
     with ExitStack() as stack:
         jsonl = None if jsonl_path is None else stdout if jsonl_path == "-" else \
             stack.enter_context(open_output(jsonl_path, "--jsonl"))
         table = None
         if csv_path is not None:
-            table = csv.writer(stdout if csv_path == "-" else stack.enter_context(open_output(csv_path, "--csv", "")))
+            table = csv.writer(stdout if csv_path == "-" else stack.enter_context(open_output(csv_path, "--csv", "", True)))
             table.writerow(CSV_HEADER)
         outs = Outputs(Path(out_dir) if out_dir else None, Path(crops_dir) if crops_dir else None, json_path,
-                       jsonl, table)
+                       jsonl, table, overwrite=overwrite)
+        stack.callback(outs.abort_videos)  # runs last; videos finished normally are no longer there
         pending: list[Frame] = []
 
         def flush():
@@ -162,10 +180,14 @@ def run_predict(inputs: list[str], pipeline: FacePipeline, out_dir: str | None =
     return counts
 
 
-def open_output(path: str, flag: str, newline: str | None = None):
-    """A streamed output file: written where asked, line by line (a killed run keeps its lines)."""
+def open_output(path: str, flag: str, newline: str | None = None, whole: bool = False):
+    """An output file: streamed where asked, line by line (a killed run keeps its lines), or with
+    ``whole`` a context that writes a temporary file and renames it when the run is done."""
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if whole:
+            sweep_temporaries(Path(path).parent)
+            return atomic_open(path, "w", newline=newline)
         return open(path, "w", newline=newline)
     except OSError as e:
         raise InputError(f"{flag} {path}: cannot write ({e.strerror})") from None

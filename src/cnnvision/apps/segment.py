@@ -18,7 +18,8 @@ from cnnvision.data.augment import AugmentConfig, make_augment
 from cnnvision.data.dataset import hold_out_people, split_summary
 from cnnvision.data.parts import CLASSES, SegmentationDataset, load_parts
 from cnnvision.errors import InputError
-from cnnvision.files import unique_name
+from cnnvision.runs import RunFolder
+from cnnvision.files import free_name, save_image, write_json
 from cnnvision.nets.segment import SegmenterConfig, SegmenterNet, overlay
 from cnnvision.solver import evaluate, predict, resumed_solver, solver_config, train_in_folder
 
@@ -34,56 +35,56 @@ def train(data: str | None, images: str | None = None, net: str = "segnet", out:
     people, and draw them. ``augment``: False, True (the default warps and jitter) or a dict of
     AugmentConfig fields to change. ``solver`` holds SolverConfig fields. Returns the final metrics."""
     out = Path(out)
-    if resume:
-        stored = checkpoint.run_config(out / "last.pt", "segmentation")
-        data, images, net = stored["data"], stored["images"], stored["net"]["arch"]
-        val_fraction, image_size, channels = stored["val_fraction"], stored["image_size"], stored["channels"]
-        width, class_weights = stored["net"]["width"], stored["net"]["class_weights"]
-        loss, depth = stored["net"].get("loss", "ce"), stored["net"].get("depth", 3)
-        aux_points = stored["net"].get("aux_points", 0.0)
-        augment = stored["augment"] or False
-        solver = resumed_solver(stored["solver"], solver)
-    elif (out / "last.pt").exists():
-        raise InputError(f"{out}: already holds a run (last.pt); use --resume to continue it or another --out")
-    if data is None:
-        raise InputError(NO_DATA)
-    if not 1 <= depth <= 5:
-        raise InputError(f"--depth {depth}: the segmenter's encoder takes 1 to 5 halvings")
-    if image_size % 2 ** depth:
-        raise InputError(f"--image-size {image_size}: a segmenter of depth {depth} needs a multiple of {2 ** depth}")
-    if aux_points < 0:
-        raise InputError(f"--aux-points {aux_points}: a loss weight cannot be negative")
-    if class_weights and len(class_weights) != len(CLASSES):
-        raise InputError(f"--class-weights: {len(class_weights)} values for the {len(CLASSES)} classes")
-    dataset = load_parts(data, images, image_size, channels, use_cache)
-    train_set, val_set = hold_out_people(dataset, val_fraction, data)
-    aug = make_augment(augment, AugmentConfig())
-    train_set.augment = aug
-    train_set.with_points = aux_points > 0
-    net_cfg = SegmenterConfig(arch=net, in_channels=dataset.channels, image_size=dataset.size,
-                              num_classes=dataset.num_classes, width=width, class_weights=tuple(class_weights),
-                              loss=loss, depth=depth, aux_points=aux_points)
-    cfg = solver_config(solver)
-    torch.manual_seed(cfg.seed)
-    model = SegmenterNet(net_cfg)
-    run_config = {
-        "command": "train", "task": "segmentation", "data": str(data), "images": str(images) if images else None,
-        "val_fraction": val_fraction, "image_size": image_size, "channels": channels,
-        "net": asdict(net_cfg), "solver": asdict(cfg), "augment": asdict(aug) if aug else None,
-        "train_count": len(train_set), "val_count": len(val_set),
-        "val_people": len(set(val_set.identities)) if val_set.identities else None,
-    }
-    if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume,
-                           split_summary(train_set, val_set)):
-        return {}
-    best = checkpoint.load_net(out / "best.pt")
-    metrics = evaluate(best, val_set, flip=cfg.eval_flip)
-    sample = val_set.subset(torch.arange(min(16, len(val_set))))
-    Image.fromarray(best.picture(sample, predict(best, sample, flip=cfg.eval_flip))).save(out / "predictions.png")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"best checkpoint {out / 'best.pt'}: " + json.dumps(metrics))
-    print(f"true (left) and predicted (right) parts of held-out faces: {out / 'predictions.png'}")
-    return metrics
+    with RunFolder.claim(out, resume):  # refuses others' files and a second run; unlocked at the end
+        if resume:
+            stored = checkpoint.run_config(out / "last.pt", "segmentation")
+            data, images, net = stored["data"], stored["images"], stored["net"]["arch"]
+            val_fraction, image_size, channels = stored["val_fraction"], stored["image_size"], stored["channels"]
+            width, class_weights = stored["net"]["width"], stored["net"]["class_weights"]
+            loss, depth = stored["net"].get("loss", "ce"), stored["net"].get("depth", 3)
+            aux_points = stored["net"].get("aux_points", 0.0)
+            augment = stored["augment"] or False
+            solver = resumed_solver(stored["solver"], solver)
+        if data is None:
+            raise InputError(NO_DATA)
+        if not 1 <= depth <= 5:
+            raise InputError(f"--depth {depth}: the segmenter's encoder takes 1 to 5 halvings")
+        if image_size % 2 ** depth:
+            raise InputError(f"--image-size {image_size}: a segmenter of depth {depth} needs a multiple of {2 ** depth}")
+        if aux_points < 0:
+            raise InputError(f"--aux-points {aux_points}: a loss weight cannot be negative")
+        if class_weights and len(class_weights) != len(CLASSES):
+            raise InputError(f"--class-weights: {len(class_weights)} values for the {len(CLASSES)} classes")
+        dataset = load_parts(data, images, image_size, channels, use_cache)
+        train_set, val_set = hold_out_people(dataset, val_fraction, data)
+        aug = make_augment(augment, AugmentConfig())
+        train_set.augment = aug
+        train_set.with_points = aux_points > 0
+        net_cfg = SegmenterConfig(arch=net, in_channels=dataset.channels, image_size=dataset.size,
+                                  num_classes=dataset.num_classes, width=width, class_weights=tuple(class_weights),
+                                  loss=loss, depth=depth, aux_points=aux_points)
+        cfg = solver_config(solver)
+        torch.manual_seed(cfg.seed)
+        model = SegmenterNet(net_cfg)
+        run_config = {
+            "command": "train", "task": "segmentation", "data": str(data), "images": str(images) if images else None,
+            "val_fraction": val_fraction, "image_size": image_size, "channels": channels,
+            "net": asdict(net_cfg), "solver": asdict(cfg), "augment": asdict(aug) if aug else None,
+            "train_count": len(train_set), "val_count": len(val_set),
+            "val_people": len(set(val_set.identities)) if val_set.identities else None,
+        }
+        if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume,
+                               split_summary(train_set, val_set)):
+            return {}
+        best = checkpoint.load_net(out / "best.pt")
+        metrics = evaluate(best, val_set, flip=cfg.eval_flip)
+        sample = val_set.subset(torch.arange(min(16, len(val_set))))
+        picture = best.picture(sample, predict(best, sample, flip=cfg.eval_flip))
+        save_image(Image.fromarray(picture), out / "predictions.png")
+        write_json(out / "metrics.json", metrics)
+        print(f"best checkpoint {out / 'best.pt'}: " + json.dumps(metrics))
+        print(f"true (left) and predicted (right) parts of held-out faces: {out / 'predictions.png'}")
+        return metrics
 
 
 def evaluate_file(net, data: str, images: str | None = None, split: str = "all", val_fraction: float = 0.15) -> dict:
@@ -97,9 +98,11 @@ def evaluate_file(net, data: str, images: str | None = None, split: str = "all",
     return evaluate(net, dataset)
 
 
-def predict_images(net, paths: list[str], out_dir: str | Path | None = None, batch_size: int = 64) -> dict:
+def predict_images(net, paths: list[str], out_dir: str | Path | None = None, batch_size: int = 64,
+                   overwrite: bool = False) -> dict:
     """Face parts of whole images (each taken as one face): per-class shares of the image's pixels,
-    and, with ``out_dir``, an overlay PNG and the class mask PNG (pixel value = class) of each."""
+    and, with ``out_dir``, an overlay PNG and the class mask PNG (pixel value = class) of each
+    (numbered names beside existing files, unless ``overwrite``)."""
     cfg = net.cfg
     crops, opened = [], []
     for path in paths:
@@ -118,10 +121,14 @@ def predict_images(net, paths: list[str], out_dir: str | Path | None = None, bat
         counts = np.bincount(mask.flatten(), minlength=cfg.num_classes) / mask.size
         results[str(path)] = {"shares": {name: round(float(c), 4) for name, c in zip(CLASSES, counts)}}
         if out_dir is not None:
-            name = unique_name(Path(path).stem + "_parts", used)
+            name = Path(path).stem + "_parts"
+            while True:  # the overlay and its mask share a name
+                name = free_name(out_dir, name, ".png", used, overwrite)
+                if overwrite or not (Path(out_dir) / f"{name}_mask.png").exists():
+                    break
             source = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)  # (3, H, W)
-            Image.fromarray(overlay(source, torch.from_numpy(mask)).numpy()).save(Path(out_dir) / f"{name}.png")
-            Image.fromarray(mask).save(Path(out_dir) / f"{name}_mask.png")
+            save_image(Image.fromarray(overlay(source, torch.from_numpy(mask)).numpy()), Path(out_dir) / f"{name}.png")
+            save_image(Image.fromarray(mask), Path(out_dir) / f"{name}_mask.png")
             results[str(path)]["mask"] = str(Path(out_dir) / f"{name}_mask.png")
     return results
 
