@@ -44,17 +44,16 @@ def run_to_end(args: list[str]) -> int:
     return cli(args).wait()
 
 
-def kill_at_random(args: list[str], rng: random.Random, lo: float, hi: float, log: Path) -> tuple[bool, int]:
-    """Start, then kill -9 after a random delay; (killed, pid). Not killed when it ended first."""
+def kill_at_random(args: list[str], rng: random.Random, lo: float, hi: float, log: Path) -> tuple[bool, int, int]:
+    """Start, then kill -9 after a random delay: (killed, pid, exit status). Not killed when it
+    ended first."""
     p = cli(args, log)
     delay = rng.uniform(lo, hi)
     try:
-        p.wait(delay)
-        return False, p.pid
+        return False, p.pid, p.wait(delay)
     except subprocess.TimeoutExpired:
         os.kill(p.pid, signal.SIGKILL)
-        p.wait()
-        return True, p.pid
+        return True, p.pid, p.wait()
 
 
 def temporaries(folder: Path) -> list[Path]:
@@ -136,11 +135,9 @@ def crash_training(root: Path, kills: int, rng: random.Random, problems: list[st
             args = [*TRAIN, "--out", str(folder)] + (["--resume"] if (folder / "last.pt").exists() else [])
             log = root / "last.log"
             if done >= kills:
-                killed, pid = False, None
-                code = cli(args, log).wait()
+                killed, pid, code = False, None, cli(args, log).wait()
             else:
-                killed, pid = kill_at_random(args, rng, 0.1 * duration, duration, log)
-                code = None
+                killed, pid, code = kill_at_random(args, rng, 0.1 * duration, duration, log)
             tag = f"train kill {done + 1}" if killed else "train finish"
             if passed_claim(log):  # it swept: no killed process's temporary may be left
                 stray = [p.name for p in temporaries(folder) if int(TEMPORARY.match(p.name).group(1)) in dead]
@@ -151,7 +148,7 @@ def crash_training(root: Path, kills: int, rng: random.Random, problems: list[st
                 done += 1
                 dead.add(pid)
                 continue
-            if code not in (None, 0):
+            if code != 0:
                 problems.append(f"{tag}: exit status {code}: {log.read_text()[-300:]}")
                 break
             finished += 1
@@ -180,7 +177,9 @@ def crash_outputs(root: Path, name: str, args: list[str], outputs: list[Path], f
     done = attempts = 0
     while done < kills and attempts < 3 * kills:
         attempts += 1
-        killed, _ = kill_at_random(args, rng, 0.1 * duration, duration, log)
+        killed, _, code = kill_at_random(args, rng, 0.1 * duration, duration, log)
+        if not killed and code != 0:
+            problems.append(f"{name}: exit status {code}: {log.read_text()[-300:]}")
         done += killed
         for path in outputs:
             check_output(path, problems, f"{name} kill {done}")

@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a keypoint net (embedded synthetic faces without --data), "
                                      "a classifier or a segmenter")
+    p.set_defaults(func=train)
     p.add_argument("--task", choices=["keypoints", "classification", "segmentation", "detection"],
                    help="default keypoints (a resumed run keeps its own)")
     p.add_argument("--data", action="append",
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_solver_args(p)
 
     p = sub.add_parser("evaluate", help="metrics of a model on labelled data")
+    p.set_defaults(func=evaluate)
     add_model_args(p)
     p.add_argument("--data", required=True)
     p.add_argument("--images", metavar="DIR")
@@ -111,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="every face of each photo with its 68 landmarks; with a model flag, "
                                        "that model alone (keypoints or parts of a face image, digits, boxes)")
+    p.set_defaults(func=predict)
     add_model_args(p, required=False)
     p.add_argument("images", nargs="*", metavar="INPUT",
                    help="photos, folders (searched recursively for images and videos) and videos "
@@ -141,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "about 32 px in the photo, or in its 1280 px reduction, are often missed)")
 
     p = sub.add_parser("serve", help="a local web page (and POST /predict) for faces in photos")
+    p.set_defaults(func=serve)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload accepted (default 20 MB)")
@@ -149,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
 
     p = sub.add_parser("submit", help="a Kaggle submission file")
+    p.set_defaults(func=submit)
     add_model_args(p)
     p.add_argument("--test", required=True, help="Kaggle test.csv (ImageId,Image)")
     p.add_argument("--lookup", required=True, help="IdLookupTable.csv")
@@ -156,11 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-rows", action="store_true")
 
     p = sub.add_parser("export", help="the model's inference graph as ONNX (dynamic batch)")
+    p.set_defaults(func=export)
     add_model_args(p)
     p.add_argument("--onnx", required=True, metavar="FILE")
 
     p = sub.add_parser("benchmark", help="training and inference examples/sec on random data, or "
                                          "photos/sec through the face pipeline (--pipeline)")
+    p.set_defaults(func=benchmark)
     p.add_argument("--pipeline", action="store_true",
                    help="time predict's detector + 68 landmarks on 640x480 photos of one face")
     p.add_argument("--images", nargs="+", metavar="IMAGE",
@@ -247,150 +254,195 @@ def predict_faces(a: argparse.Namespace) -> int:
     return 1 if counts["skipped"] else 0
 
 
-def run(a: argparse.Namespace) -> int:
-    from cnnvision import checkpoint
-    from cnnvision.files import save_image, write_json
-    from cnnvision.apps import classify, detect, keypoints, segment
-
-    if a.command == "train" and train_task(a) not in ("keypoints", "detection"):
+def train(a: argparse.Namespace) -> int:
+    """``train``: the task's training config built by keyword from the options, then its app."""
+    task = train_task(a)
+    if task not in ("keypoints", "detection"):
         single_source(a)
-    if a.command == "train" and train_task(a) != "segmentation":
+    if task != "segmentation":
         for flag, name in SEGMENTATION_FLAGS.items():
             if getattr(a, name) is not None:
                 raise InputError(f"{flag} applies to segmentation only (add --task segmentation)")
+    TRAINERS[task](a)
+    return 0
 
-    if a.command == "train" and train_task(a) == "classification":
-        net = a.net or "lenet5"
-        if net not in CLASSIFIER_NETS:
-            raise InputError(f"--net {net} is not a classifier; classification uses {', '.join(CLASSIFIER_NETS)}")
-        out = a.out or f"runs/{net}-{Path(a.data).name if a.data else 'mnist'}"
-        classify.train(a.data, net, out, a.resume, train_augment(a), **solver_overrides(a))
-    elif a.command == "train" and train_task(a) == "detection":
-        if a.net not in (None, "fcn_detector"):
-            raise InputError(f"--net {a.net} is not a detector; detection uses fcn_detector")
-        if a.loss not in (None, "bce", "l2"):
-            raise InputError(f"--loss {a.loss} is not a detection loss; detection uses bce or l2")
-        detect.train(a.data and (a.data if len(a.data) > 1 else a.data[0]),
-                     a.images and (a.images if len(a.images) > 1 else a.images[0]),
-                     a.out or "runs/fcn_detector", a.resume, a.scene_count,
-                     a.image_size or 160, a.val_fraction, a.width or 16, a.loss or "bce", train_augment(a),
-                     parse_shares(a.share), a.init, **solver_overrides(a))
-    elif a.command == "train" and train_task(a) == "segmentation":
-        net = a.net or "segnet"
-        if net not in SEGMENTATION_NETS:
-            raise InputError(f"--net {net} is not a segmentation net; segmentation uses "
-                             f"{', '.join(SEGMENTATION_NETS)}")
-        try:
-            weights = tuple(float(w) for w in a.class_weights.split(",")) if a.class_weights else ()
-        except ValueError:
-            raise InputError(f"--class-weights {a.class_weights}: expected numbers separated by commas") from None
-        data_name = Path(a.data).name.split(".")[0] if a.data else "none"
-        if a.loss not in (None, "ce", "ce_dice", "ce_lovasz"):
-            raise InputError(f"--loss {a.loss} is not a segmentation loss; segmentation uses ce, ce_dice or ce_lovasz")
-        segment.train(a.data, a.images, net, a.out or f"runs/{net}-{data_name}", a.resume, a.val_fraction,
-                      a.image_size or 96, a.channels, a.width or 16, not a.no_cache, train_augment(a), weights,
-                      a.loss or "ce", 3 if a.depth is None else a.depth, a.aux_points or 0.0, **solver_overrides(a))
-    elif a.command == "train":
-        a.net = a.net or "kpheat"
-        if a.net in CLASSIFIER_NETS:
-            raise InputError(f"--net {a.net} is a classifier: add --task classification")
-        if a.net in SEGMENTATION_NETS:
-            raise InputError(f"--net {a.net} is a segmentation net: add --task segmentation")
-        if a.net == "fcn_detector":
-            raise InputError(f"--net {a.net} is a detector: add --task detection")
-        data_name = "+".join(Path(d).name.split(".")[0] for d in a.data) if a.data else "synthetic"
-        out = a.out or f"runs/{a.net}-{data_name}"
-        if a.loss not in (None, "l1", "mse", "smooth_l1"):
-            raise InputError(f"--loss {a.loss} is not a keypoint loss; keypoints use l1, mse or smooth_l1")
-        data = a.data if a.data and len(a.data) > 1 else (a.data[0] if a.data else None)
-        images = a.images if a.data and len(a.data) > 1 else (a.images[0] if a.images else None)
-        if a.images and len(a.images) > 1 and not isinstance(data, list):
-            raise InputError(f"--images given {len(a.images)} times for one --data")
-        keypoints.train(data, images, a.net, out, a.resume, a.val_fraction, a.image_size or 96, a.channels,
-                        a.width or 24, a.skip_bad_rows, not a.no_cache, train_augment(a), a.synthetic_count,
-                        a.loss or "l1", parse_shares(a.share), a.init,
-                        **solver_overrides(a))
-    elif a.command == "evaluate":
-        net = checkpoint.load_net(a.checkpoint, a.pretrained)
-        if net.task == "classification":
-            ignored = [flag for flag, given in (("--images", a.images), ("--split", a.split != "all"),
-                                                ("--skip-bad-rows", a.skip_bad_rows)) if given]
-            if ignored:  # MNIST's test files are the held-out set; these options have no meaning there
-                raise InputError(f"{', '.join(ignored)}: not used by a classification model (it reads idx files)")
-            metrics = classify.evaluate_file(net, a.data)
-            confusion = a.confusion
-            if confusion is None and a.json:
-                confusion = Path(a.json).with_name(Path(a.json).stem + "_confusion.png")
-            if confusion:
-                Path(confusion).parent.mkdir(parents=True, exist_ok=True)
-                save_image(classify.confusion_image(metrics["confusion"]), confusion)
-        elif net.task == "segmentation":
-            metrics = segment.evaluate_file(net, a.data, a.images, a.split, a.val_fraction)
-        elif net.task == "detection":
-            metrics = detect.evaluate_file(net, a.data, a.images, a.split, a.val_fraction, a.threshold, a.runtime,
-                                           a.device)
-        else:
-            detector = checkpoint.load_net(a.detector) if a.detector else None
-            if detector is not None and detector.task != "detection":
-                raise InputError(f"{a.detector}: is a {detector.task} checkpoint, not a detector")
-            metrics = keypoints.evaluate_file(net, a.data, a.images, a.skip_bad_rows, a.split, a.val_fraction,
-                                              detector, a.runtime, a.device)
-        print(json.dumps(metrics))
-        if a.json:
-            write_json(a.json, metrics)
-    elif a.command == "predict" and not a.images and not a.sample:
+
+def check_choice(flag: str, value, allowed: tuple, what: str, task: str) -> None:
+    if value is not None and value not in allowed:
+        raise InputError(f"{flag} {value} is not {what}; {task} uses {', '.join(allowed)}")
+
+
+def train_classification(a: argparse.Namespace) -> None:
+    from cnnvision.apps.classify import ClassifierTraining, train as run
+    net = a.net or "lenet5"
+    check_choice("--net", net, CLASSIFIER_NETS, "a classifier", "classification")
+    training = ClassifierTraining(data=a.data, net=net, augment=train_augment(a), solver=solver_overrides(a))
+    run(training, a.out or f"runs/{net}-{Path(a.data).name if a.data else 'mnist'}", a.resume)
+
+
+def train_detection(a: argparse.Namespace) -> None:
+    from cnnvision.apps.detect import DetectorTraining, train as run
+    check_choice("--net", a.net, ("fcn_detector",), "a detector", "detection")
+    check_choice("--loss", a.loss, ("bce", "l2"), "a detection loss", "detection")
+    training = DetectorTraining(
+        data=a.data and (a.data if len(a.data) > 1 else a.data[0]),
+        images=a.images and (a.images if len(a.images) > 1 else a.images[0]),
+        scene_count=a.scene_count, image_size=a.image_size or 160, val_fraction=a.val_fraction,
+        width=a.width or 16, objectness_loss=a.loss or "bce", augment=train_augment(a),
+        shares=parse_shares(a.share), init=a.init, solver=solver_overrides(a))
+    run(training, a.out or "runs/fcn_detector", a.resume)
+
+
+def train_segmentation(a: argparse.Namespace) -> None:
+    from cnnvision.apps.segment import SegmenterTraining, train as run
+    net = a.net or "segnet"
+    check_choice("--net", net, SEGMENTATION_NETS, "a segmentation net", "segmentation")
+    check_choice("--loss", a.loss, ("ce", "ce_dice", "ce_lovasz"), "a segmentation loss", "segmentation")
+    try:
+        weights = tuple(float(w) for w in a.class_weights.split(",")) if a.class_weights else ()
+    except ValueError:
+        raise InputError(f"--class-weights {a.class_weights}: expected numbers separated by commas") from None
+    training = SegmenterTraining(
+        data=a.data, images=a.images, net=net, val_fraction=a.val_fraction, image_size=a.image_size or 96,
+        channels=a.channels, width=a.width or 16, use_cache=not a.no_cache, augment=train_augment(a),
+        class_weights=weights, loss=a.loss or "ce", depth=3 if a.depth is None else a.depth,
+        aux_points=a.aux_points or 0.0, solver=solver_overrides(a))
+    data_name = Path(a.data).name.split(".")[0] if a.data else "none"
+    run(training, a.out or f"runs/{net}-{data_name}", a.resume)
+
+
+def train_keypoints(a: argparse.Namespace) -> None:
+    from cnnvision.apps.keypoints import KeypointTraining, train as run
+    net = a.net or "kpheat"
+    for nets, what, task in ((CLASSIFIER_NETS, "a classifier", "classification"),
+                             (SEGMENTATION_NETS, "a segmentation net", "segmentation"),
+                             (("fcn_detector",), "a detector", "detection")):
+        if net in nets:
+            raise InputError(f"--net {net} is {what}: add --task {task}")
+    check_choice("--loss", a.loss, ("l1", "mse", "smooth_l1"), "a keypoint loss", "keypoints")
+    several = bool(a.data) and len(a.data) > 1
+    data = a.data if several else (a.data[0] if a.data else None)
+    images = a.images if several else (a.images[0] if a.images else None)
+    if a.images and len(a.images) > 1 and not several:
+        raise InputError(f"--images given {len(a.images)} times for one --data")
+    training = KeypointTraining(
+        data=data, images=images, net=net, val_fraction=a.val_fraction, image_size=a.image_size or 96,
+        channels=a.channels, width=a.width or 24, loss=a.loss or "l1", skip_bad_rows=a.skip_bad_rows,
+        use_cache=not a.no_cache, augment=train_augment(a), synthetic_count=a.synthetic_count,
+        shares=parse_shares(a.share), init=a.init, solver=solver_overrides(a))
+    data_name = "+".join(Path(d).name.split(".")[0] for d in a.data) if a.data else "synthetic"
+    run(training, a.out or f"runs/{net}-{data_name}", a.resume)
+
+
+TRAINERS = {"keypoints": train_keypoints, "detection": train_detection, "classification": train_classification,
+            "segmentation": train_segmentation}
+
+
+def evaluate(a: argparse.Namespace) -> int:
+    from cnnvision import checkpoint
+    from cnnvision.apps import classify, detect, keypoints, segment
+    from cnnvision.files import save_image, write_json
+    net = checkpoint.load_net(a.checkpoint, a.pretrained)
+    if net.task == "classification":
+        ignored = [flag for flag, given in (("--images", a.images), ("--split", a.split != "all"),
+                                            ("--skip-bad-rows", a.skip_bad_rows)) if given]
+        if ignored:  # MNIST's test files are the held-out set; these options have no meaning there
+            raise InputError(f"{', '.join(ignored)}: not used by a classification model (it reads idx files)")
+        metrics = classify.evaluate_file(net, a.data)
+        confusion = a.confusion
+        if confusion is None and a.json:
+            confusion = Path(a.json).with_name(Path(a.json).stem + "_confusion.png")
+        if confusion:
+            Path(confusion).parent.mkdir(parents=True, exist_ok=True)
+            save_image(classify.confusion_image(metrics["confusion"]), confusion)
+    elif net.task == "segmentation":
+        metrics = segment.evaluate_file(net, a.data, a.images, a.split, a.val_fraction)
+    elif net.task == "detection":
+        metrics = detect.evaluate_file(net, a.data, a.images, a.split, a.val_fraction, a.threshold, a.runtime,
+                                       a.device)
+    else:
+        detector = checkpoint.load_net(a.detector) if a.detector else None
+        if detector is not None and detector.task != "detection":
+            raise InputError(f"{a.detector}: is a {detector.task} checkpoint, not a detector")
+        metrics = keypoints.evaluate_file(net, a.data, a.images, a.skip_bad_rows, a.split, a.val_fraction,
+                                          detector, a.runtime, a.device)
+    print(json.dumps(metrics))
+    if a.json:
+        write_json(a.json, metrics)
+    return 0
+
+
+def predict(a: argparse.Namespace) -> int:
+    """``predict``: the face pipeline (no model flag) or one model on whole images."""
+    from cnnvision import checkpoint
+    from cnnvision.apps import classify, detect, keypoints, segment
+    from cnnvision.files import refuse_existing, write_json
+    if not a.images and not a.sample:
         raise InputError("predict needs at least one photo, folder or video (or --sample)")
-    elif a.command == "predict" and not (a.checkpoint or a.pretrained):
-        a.images = a.images + ([sample_photo()] if a.sample else [])
+    a.images = a.images + ([sample_photo()] if a.sample else [])
+    if not (a.checkpoint or a.pretrained):
         return predict_faces(a)
-    elif a.command == "predict":
-        from cnnvision.files import refuse_existing
-        refuse_existing(a.json, "--json", a.overwrite)
-        net = checkpoint.load_net(a.checkpoint, a.pretrained)
-        a.images = a.images + ([sample_photo()] if a.sample else [])
-        out = None if a.no_overlay else a.out
-        if net.task == "classification":
-            results = classify.predict_images(net, a.images)
-            for path, r in results.items():
-                print(f"{path}: {r['class']} (probability {r['probability']:.4f})")
-        elif net.task == "segmentation":
-            results = segment.predict_images(net, a.images, out, overwrite=a.overwrite)
-            print(json.dumps(results))
-        elif net.task == "detection":
-            results = detect.predict_images(net, a.images, a.threshold)
-            print(json.dumps(results))
-        else:
-            results = keypoints.predict_images(net, a.images, out, overwrite=a.overwrite)
-            print(json.dumps(results))
-        if a.json:
-            write_json(a.json, results)
-    elif a.command == "serve":
+    refuse_existing(a.json, "--json", a.overwrite)
+    net = checkpoint.load_net(a.checkpoint, a.pretrained)
+    out = None if a.no_overlay else a.out
+    if net.task == "classification":
+        results = classify.predict_images(net, a.images)
+        for path, r in results.items():
+            print(f"{path}: {r['class']} (probability {r['probability']:.4f})")
+    elif net.task == "segmentation":
+        results = segment.predict_images(net, a.images, out, overwrite=a.overwrite)
+        print(json.dumps(results))
+    elif net.task == "detection":
+        results = detect.predict_images(net, a.images, a.threshold)
+        print(json.dumps(results))
+    else:
+        results = keypoints.predict_images(net, a.images, out, overwrite=a.overwrite)
+        print(json.dumps(results))
+    if a.json:
+        write_json(a.json, results)
+    return 0
+
+
+def serve(a: argparse.Namespace) -> int:
+    from cnnvision.apps.faces import FacePipeline
+    from cnnvision.apps.serve import serve as run
+    run(FacePipeline.pretrained(threshold=a.threshold, device=a.device), a.host, a.port,
+        max_upload=int(a.max_upload_mb * (1 << 20)), max_pixels=a.max_pixels)
+    return 0
+
+
+def submit(a: argparse.Namespace) -> int:
+    from cnnvision import checkpoint
+    from cnnvision.apps import keypoints
+    net = checkpoint.load_net(a.checkpoint, a.pretrained)
+    if net.task != "keypoints":
+        raise InputError(f"submit needs a keypoint model, not a {net.task} one")
+    n = keypoints.submit(net, a.test, a.lookup, a.out, a.skip_bad_rows)
+    print(f"wrote {n} predictions to {a.out}")
+    return 0
+
+
+def export(a: argparse.Namespace) -> int:
+    from cnnvision import checkpoint
+    from cnnvision.export import export_onnx
+    net = checkpoint.load_net(a.checkpoint, a.pretrained)
+    print(f"wrote {export_onnx(net, a.onnx)}")
+    return 0
+
+
+def benchmark(a: argparse.Namespace) -> int:
+    from cnnvision.benchmark import benchmark as measure, benchmark_pipeline
+    from cnnvision.files import write_json
+    if a.pipeline:
         from cnnvision.apps.faces import FacePipeline
-        from cnnvision.apps.serve import serve
-        serve(FacePipeline.pretrained(threshold=a.threshold, device=a.device), a.host, a.port,
-              max_upload=int(a.max_upload_mb * (1 << 20)), max_pixels=a.max_pixels)
-    elif a.command == "submit":
-        net = checkpoint.load_net(a.checkpoint, a.pretrained)
-        if net.task != "keypoints":
-            raise InputError(f"submit needs a keypoint model, not a {net.task} one")
-        n = keypoints.submit(net, a.test, a.lookup, a.out, a.skip_bad_rows)
-        print(f"wrote {n} predictions to {a.out}")
-    elif a.command == "export":
-        from cnnvision.export import export_onnx
-        net = checkpoint.load_net(a.checkpoint, a.pretrained)
-        print(f"wrote {export_onnx(net, a.onnx)}")
-    elif a.command == "benchmark":
-        from cnnvision.benchmark import benchmark, benchmark_pipeline
-        if a.pipeline:
-            from cnnvision.apps.faces import FacePipeline
-            pipeline = FacePipeline.pretrained(device=a.device or "cpu", precision=a.precision or "auto",
-                                               runtime=a.runtime)
-            result = benchmark_pipeline(a.images, a.count, pipeline=pipeline)
-        else:
-            result = benchmark(a.net, a.batch_size, a.steps, precision=a.precision, device=a.device)
-        print(json.dumps(result))
-        if a.json:
-            write_json(a.json, result)
+        pipeline = FacePipeline.pretrained(device=a.device or "cpu", precision=a.precision or "auto",
+                                           runtime=a.runtime)
+        result = benchmark_pipeline(a.images, a.count, pipeline=pipeline)
+    else:
+        result = measure(a.net, a.batch_size, a.steps, precision=a.precision, device=a.device)
+    print(json.dumps(result))
+    if a.json:
+        write_json(a.json, result)
     return 0
 
 
@@ -399,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     handle_sigterm()  # SIGTERM cleans up as Ctrl-C does: no half-written file, no run folder left locked
     try:
-        return run(a)
+        return a.func(a)
     except Terminated as e:
         print(f"cnnvision {a.command}: terminated", file=sys.stderr)
         return e.code

@@ -13,6 +13,7 @@ A run folder is known by its marker ``.cnnvision-run`` (or, for runs of earlier 
 import atexit
 import os
 import signal
+from dataclasses import fields, replace
 from pathlib import Path
 
 from cnnvision.errors import InputError
@@ -151,3 +152,28 @@ def handle_sigterm() -> None:
         signal.signal(signal.SIGTERM, terminated)
     except ValueError:  # not the main thread: leave the default
         pass
+
+
+def resumed(given, out: Path, task: str):
+    """The training config (a task's dataclass) of the run in ``out``, rebuilt from its last.pt:
+    every field from the stored settings (older runs kept some only in their net's config),
+    except the limits this command may change, ``epochs`` and ``max_steps`` (see
+    ``solver.resumed_solver``)."""
+    from cnnvision import checkpoint
+    from cnnvision.solver import resumed_solver
+    stored = checkpoint.run_config(out / "last.pt", task)
+    net = stored.get("net") if isinstance(stored.get("net"), dict) else {}
+    values = {}
+    for f in fields(given):
+        if f.name == "net" and net:
+            values["net"] = net["arch"]
+        elif f.name in stored:
+            values[f.name] = stored[f.name]
+        elif f.name in net:
+            values[f.name] = net[f.name]
+    if isinstance(values.get("class_weights"), list):
+        values["class_weights"] = tuple(values["class_weights"])
+    if "augment" in stored:  # what was used, every field of it (runs from before --augment kept none)
+        values["augment"] = stored["augment"] or False
+    values["solver"] = resumed_solver(stored["solver"], given.solver)
+    return replace(given, **values)

@@ -4,7 +4,7 @@ Solver as the keypoint app.
 Training holds out the last twelfth of the training files (MNIST's last 5,000 digits) to pick
 the best checkpoint; the official test files are only read by ``evaluate_file``.
 """
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,25 +17,31 @@ from cnnvision.data.augment import make_augment
 from cnnvision.data.mnist import ClassificationDataset, digit_augment, load_mnist
 from cnnvision.errors import InputError
 from cnnvision.files import save_image, write_json
-from cnnvision.runs import RunFolder
+from cnnvision.runs import RunFolder, resumed
 from cnnvision.nets.classify import ClassifierConfig, ClassifierNet
-from cnnvision.solver import evaluate, predict, resumed_solver, solver_config, train_in_folder
+from cnnvision.solver import evaluate, predict, solver_config, train_in_folder
 
 NO_DATA = ("classification needs --data: a folder with the MNIST idx files (train-images-idx3-ubyte, "
            "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each optionally .gz)")
 
 
-def train(data: str | None, net: str = "lenet5", out: str | Path = "runs/lenet5-mnist", resume: bool = False,
-          augment: bool | dict = True, **solver) -> dict:
+@dataclass
+class ClassifierTraining:
+    """What a classifier run is trained from: built by keyword, stored in its checkpoints and
+    config.json, rebuilt from them on ``--resume``."""
+    data: str | None = None         # a folder of MNIST idx files
+    net: str = "lenet5"             # softmax | mlp | lenet5
+    augment: bool | dict = True     # False, True (digit_augment) or AugmentConfig fields to change
+    solver: dict = field(default_factory=dict)
+
+
+def train(training: ClassifierTraining, out: str | Path = "runs/lenet5-mnist", resume: bool = False) -> dict:
     """Train a classifier on an MNIST folder's training files and report its best checkpoint on
-    the held-out digits. ``augment``: False, True (``digit_augment``) or a dict of AugmentConfig
-    fields to change. ``solver`` holds SolverConfig fields. Returns the final metrics."""
+    the held-out digits. Returns the final metrics."""
     out = Path(out)
     with RunFolder.claim(out, resume):  # refuses others' files and a second run; unlocked at the end
-        if resume:
-            stored = checkpoint.run_config(out / "last.pt", "classification")
-            data, net, augment = stored["data"], stored["net"]["arch"], stored["augment"] or False
-            solver = resumed_solver(stored["solver"], solver)
+        t = resumed(training, out, "classification") if resume else training
+        data, net = t.data, t.net
         if data is None:
             raise InputError(NO_DATA)
         digits = load_mnist(data, "train")
@@ -44,16 +50,16 @@ def train(data: str | None, net: str = "lenet5", out: str | Path = "runs/lenet5-
         if held_out < 1:
             raise InputError(f"{data}: too few training digits ({n}) to hold out a validation set")
         train_set, val_set = digits.subset(torch.arange(n - held_out)), digits.subset(torch.arange(n - held_out, n))
-        aug = make_augment(augment, digit_augment())
+        aug = make_augment(t.augment, digit_augment())
         train_set.augment = aug
         net_cfg = ClassifierConfig(arch=net, in_channels=digits.channels, image_size=digits.size,
                                    num_classes=digits.num_classes)
-        cfg = solver_config(solver)
+        cfg = solver_config(t.solver)
         torch.manual_seed(cfg.seed)
         model = ClassifierNet(net_cfg)
+        t = replace(t, data=str(data), solver=asdict(cfg), augment=asdict(aug) if aug else None)
         run_config = {
-            "command": "train", "task": "classification", "data": str(data), "net": asdict(net_cfg),
-            "solver": asdict(cfg), "augment": asdict(aug) if aug else None,
+            "command": "train", "task": "classification", **asdict(t), "net": asdict(net_cfg),
             "train_count": len(train_set), "val_count": len(val_set), "val": f"the last {held_out} training digits",
         }
         summary = (f"{len(train_set)} training and {len(val_set)} validation digits "

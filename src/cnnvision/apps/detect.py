@@ -1,7 +1,7 @@
 """Face detection: train the one-stage FCN detector on synthetic scenes and real crops made from
 the 68-point frames, and measure AP and recall at IoU 0.5 on frames of people it never saw."""
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,80 +17,89 @@ from cnnvision.data.kaggle import read_rows
 from cnnvision.data.photos import face_box, group_by_photo, is_web_faces, photo_crops, read_web_faces, split_photos
 from cnnvision.data.scenes import DetectionDataset, concat, frame_crops, frames, scenes
 from cnnvision.errors import InputError
-from cnnvision.runs import RunFolder
+from cnnvision.runs import RunFolder, resumed
 from cnnvision.files import plain, write_json
 from cnnvision.nets.detect import DetectorConfig, DetectorNet
-from cnnvision.solver import evaluate, resumed_solver, solver_config, train_in_folder
+from cnnvision.solver import evaluate, solver_config, train_in_folder
 
 
-def train(data: str | list, images: str | list, out: str | Path, resume: bool = False, scene_count: int = 3000,
-          image_size: int = 160, val_fraction: float = 0.15, width: int = 16, objectness_loss: str = "bce",
-          augment: bool | dict = True, shares: list[float] | None = None, init: str | None = None,
-          **solver) -> dict:
+@dataclass
+class DetectorTraining:
+    """What a detector run is trained from: built by keyword, stored in its checkpoints and
+    config.json, rebuilt from them on ``--resume``."""
+    data: str | list | None = None      # a 68-point or web-faces CSV, or a list of them
+    images: str | list | None = None    # each one's image folder, in the same order
+    scene_count: int = 3000             # training pictures in all, split by shares
+    image_size: int = 160               # side of a training picture
+    val_fraction: float = 0.15
+    width: int = 16
+    objectness_loss: str = "bce"        # bce | l2 (the tutorial's)
+    augment: bool | dict = True         # False, True or AugmentConfig fields to change
+    shares: list | None = None          # each source's part of scene_count (default: equal)
+    init: str | None = None             # a detector checkpoint to start from
+    solver: dict = field(default_factory=dict)
+
+
+def train(training: DetectorTraining, out: str | Path, resume: bool = False) -> dict:
     """Train on pictures made from each source; validate on pictures of its held-out people or photos.
 
-    ``data``/``images``: one source or lists of them, each a 68-point CSV (frames of people, as
-    youtube-faces-68, or photos, as faces-300w) or a web-faces CSV with its image folder.
-    ``scene_count`` pictures in all, split by ``shares`` (default: equal). With one 68-point
-    frames source the detector keeps the first one's convention (box = the points' extent);
-    with any photo source it learns face boxes (data/photos.py). ``augment``: False, True or a
-    dict of AugmentConfig fields to change. ``init``: a detector checkpoint to start from."""
+    Each source is a 68-point CSV (frames of people, as youtube-faces-68, or photos, as
+    faces-300w) or a web-faces CSV, with its image folder. With one 68-point frames source the
+    detector keeps the first one's convention (box = the points' extent); with any photo source
+    it learns face boxes (data/photos.py). With ``init`` and a web-faces source, that detector's
+    false boxes on the training photos become hard negatives."""
     out = Path(out)
     with RunFolder.claim(out, resume):  # refuses others' files and a second run; unlocked at the end
-        if resume:
-            stored = checkpoint.run_config(out / "last.pt", "detection")
-            data, images, scene_count = stored["data"], stored["images"], stored["scene_count"]
-            image_size, val_fraction, width = stored["image_size"], stored["val_fraction"], stored["net"]["width"]
-            objectness_loss = stored["net"].get("objectness_loss", "bce")
-            augment = stored.get("augment", True) or False  # runs from before --augment kept no record
-            shares, init = stored.get("shares"), None
-            solver = resumed_solver(stored["solver"], solver)
-        paths = data if isinstance(data, list) else [data] * (data is not None)
-        folders = images if isinstance(images, list) else [images] * (images is not None)
-        if not paths or len(folders) != len(paths) or None in paths or None in folders:
-            raise InputError("detection needs --data (a 68-point or web-faces CSV) and --images (its pictures), "
-                             "one --images per --data")
-        kinds = [source_kind(Path(p)) for p in paths]
-        style = "points" if kinds == ["frames"] else "face"
-        if shares is not None and len(shares) != len(paths):
-            raise InputError(f"--share has {len(shares)} values for {len(paths)} --data sources; give one per source")
-        weights = shares or [1.0] * len(paths)
-        counts = [int(round(scene_count * w / sum(weights))) for w in weights]
-        net_cfg = DetectorConfig(image_size=image_size, width=width, objectness_loss=objectness_loss, box_style=style)
-        train_parts, val_parts, described = [], [], []
-        miner = None
-        if init and "web" in kinds:  # mine hard negatives with the detector being fine-tuned
-            from cnnvision.apps.faces import LANDMARKS, FacePipeline
-            miner = FacePipeline(checkpoint.load_net(init), checkpoint.load_net(pretrained=LANDMARKS), threshold=0.5)
-        for path, folder, kind, count in zip(paths, folders, kinds, counts):
-            extra = {"miner": miner} if kind == "web" else {}
-            t, v, what = SOURCE_READERS[kind](Path(path), Path(folder), count, image_size, net_cfg.in_channels,
-                                              val_fraction, **extra)
-            if style == "face" and kind == "frames":  # the frames' boxes are their points' extent
-                t, v = t.to_face_boxes(), v.to_face_boxes()
-            train_parts.append(t)
-            val_parts.append(v)
-            described.append(what)
-        train_set, val_set = concat(train_parts), concat(val_parts)
-        train_set.augment = make_augment(augment, AugmentConfig())
-        cfg = solver_config(solver)
-        torch.manual_seed(cfg.seed)
-        model = DetectorNet(net_cfg)
-        if init:
-            checkpoint.init_from(model, init)
-        run_config = {"command": "train", "task": "detection", "data": plain(data), "images": plain(images),
-                      "scene_count": scene_count, "shares": shares, "init": str(init) if init else None,
-                      "image_size": image_size, "val_fraction": val_fraction, "split_seed": 0, "sources": described,
-                      "augment": asdict(train_set.augment) if train_set.augment else None,
-                      "net": asdict(net_cfg), "solver": asdict(cfg), "train_count": len(train_set),
-                      "val_count": len(val_set)}
-        summary = f"{len(train_set)} training and {len(val_set)} validation pictures: " + "; ".join(described)
-        if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume, summary):
-            return {}
-        metrics = evaluate(checkpoint.load_net(out / "best.pt"), val_set, flip=False)
-        write_json(out / "metrics.json", metrics)
-        print(f"best checkpoint {out / 'best.pt'}: " + json.dumps(metrics))
-        return metrics
+        return _train(resumed(training, out, "detection") if resume else training, out, resume)
+
+
+def _train(t: DetectorTraining, out: Path, resume: bool) -> dict:
+    data, images, scene_count, image_size = t.data, t.images, t.scene_count, t.image_size
+    shares, init, val_fraction = t.shares, (None if resume else t.init), t.val_fraction  # resumed: weights from last.pt
+    paths = data if isinstance(data, list) else [data] * (data is not None)
+    folders = images if isinstance(images, list) else [images] * (images is not None)
+    if not paths or len(folders) != len(paths) or None in paths or None in folders:
+        raise InputError("detection needs --data (a 68-point or web-faces CSV) and --images (its pictures), "
+                         "one --images per --data")
+    kinds = [source_kind(Path(p)) for p in paths]
+    style = "points" if kinds == ["frames"] else "face"
+    if shares is not None and len(shares) != len(paths):
+        raise InputError(f"--share has {len(shares)} values for {len(paths)} --data sources; give one per source")
+    weights = shares or [1.0] * len(paths)
+    counts = [int(round(scene_count * w / sum(weights))) for w in weights]
+    net_cfg = DetectorConfig(image_size=image_size, width=t.width, objectness_loss=t.objectness_loss, box_style=style)
+    train_parts, val_parts, described = [], [], []
+    miner = None
+    if init and "web" in kinds:  # mine hard negatives with the detector being fine-tuned
+        from cnnvision.apps.faces import LANDMARKS, FacePipeline
+        miner = FacePipeline(checkpoint.load_net(init), checkpoint.load_net(pretrained=LANDMARKS), threshold=0.5)
+    for path, folder, kind, count in zip(paths, folders, kinds, counts):
+        extra = {"miner": miner} if kind == "web" else {}
+        part, held, what = SOURCE_READERS[kind](Path(path), Path(folder), count, image_size, net_cfg.in_channels,
+                                                val_fraction, **extra)
+        if style == "face" and kind == "frames":  # the frames' boxes are their points' extent
+            part, held = part.to_face_boxes(), held.to_face_boxes()
+        train_parts.append(part)
+        val_parts.append(held)
+        described.append(what)
+    train_set, val_set = concat(train_parts), concat(val_parts)
+    train_set.augment = make_augment(t.augment, AugmentConfig())
+    cfg = solver_config(t.solver)
+    torch.manual_seed(cfg.seed)
+    model = DetectorNet(net_cfg)
+    if init:
+        checkpoint.init_from(model, init)
+    t = replace(t, data=plain(data), images=plain(images), init=plain(t.init), solver=asdict(cfg),
+                augment=asdict(train_set.augment) if train_set.augment else None)
+    run_config = {"command": "train", "task": "detection", **asdict(t), "net": asdict(net_cfg), "split_seed": 0,
+                  "sources": described, "train_count": len(train_set), "val_count": len(val_set)}
+    summary = f"{len(train_set)} training and {len(val_set)} validation pictures: " + "; ".join(described)
+    if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume, summary):
+        return {}
+    metrics = evaluate(checkpoint.load_net(out / "best.pt"), val_set, flip=False)
+    write_json(out / "metrics.json", metrics)
+    print(f"best checkpoint {out / 'best.pt'}: " + json.dumps(metrics))
+    return metrics
 
 
 def source_kind(path: Path) -> str:

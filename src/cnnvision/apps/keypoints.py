@@ -4,7 +4,7 @@ Each function is what one CLI subcommand does; all of them compose the Dataset, 
 """
 import csv
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,57 +18,62 @@ from cnnvision.data.augment import AugmentConfig, make_augment
 from cnnvision.data.dataset import KeypointDataset, hold_out_people, split_summary
 from cnnvision.data.kaggle import KEYPOINT_COLUMNS, load_arrays, read_rows
 from cnnvision.errors import InputError
-from cnnvision.runs import RunFolder
+from cnnvision.runs import RunFolder, resumed
 from cnnvision.files import atomic_open, free_name, plain, save_image, sweep_temporaries, write_json
 from cnnvision.nets import KeypointNet, KeypointNetConfig
-from cnnvision.solver import evaluate, predict, resumed_solver, solver_config, train_in_folder
+from cnnvision.solver import evaluate, predict, solver_config, train_in_folder
 from cnnvision.viz import draw_box, draw_points, face_grid
 
 
-def train(data: str | list | None = None, images: str | list | None = None, net: str = "kpheat",
-          out: str | Path = "runs/keypoints", resume: bool = False, val_fraction: float = 0.15, image_size: int = 96,
-          channels: int = 1, width: int = 24, skip_bad_rows: bool = False, use_cache: bool = True,
-          augment: bool | dict = True, synthetic_count: int = 2400, loss: str = "l1",
-          shares: list[float] | None = None, init: str | None = None, **solver) -> dict:
-    """Train a keypoint Net, evaluate its best checkpoint on the held-out people, and draw them.
+@dataclass
+class KeypointTraining:
+    """What a keypoint run is trained from: built by keyword (the CLI does), stored in its
+    checkpoints and config.json, rebuilt from them on ``--resume``."""
+    data: str | list | None = None      # a Kaggle or 68-point CSV, or a list of them; None: synthetic faces
+    images: str | list | None = None    # each 68-point CSV's image folder, in the same order
+    net: str = "kpheat"                 # basic_cnn | kpnet | kpheat | hourglass
+    val_fraction: float = 0.15          # held out by person (or photo)
+    image_size: int = 96                # crop side for 68-point data
+    channels: int = 1                   # 1 grey, 3 colour
+    width: int = 24                     # first-stage channels
+    loss: str = "l1"                    # l1 | mse | smooth_l1, on unit coordinates
+    skip_bad_rows: bool = False
+    use_cache: bool = True
+    augment: bool | dict = True         # False, True (the default warps and jitter) or AugmentConfig fields
+    synthetic_count: int = 2400         # faces drawn when there is no data
+    shares: list | None = None          # each source's share of a batch (default: by size)
+    init: str | None = None             # a checkpoint whose matching weights start the net
+    solver: dict = field(default_factory=dict)  # SolverConfig fields (epochs, lr, batch_size, ...)
 
-    ``data``/``images``: one file (and its image folder) or lists of them, trained on together
-    with ``shares`` of each batch (default: by size). ``augment``: False, True (the default warps
-    and jitter) or a dict of AugmentConfig fields to change. ``init``: a checkpoint whose weights
-    start the net (every tensor of the same name and shape; fine-tuning). ``solver`` holds
-    SolverConfig fields (epochs, lr, batch_size, ...). Returns the final metrics.
-    """
+
+def train(training: KeypointTraining, out: str | Path = "runs/keypoints", resume: bool = False) -> dict:
+    """Train a keypoint Net, evaluate its best checkpoint on the held-out people, and draw them.
+    Returns the final metrics."""
     out = Path(out)
     with RunFolder.claim(out, resume):  # refuses others' files and a second run; unlocked at the end
-        if resume:
-            stored = checkpoint.run_config(out / "last.pt", "keypoints")
-            data, images, net = stored["data"], stored["images"], stored["net"]["arch"]
-            val_fraction, image_size, channels = stored["val_fraction"], stored["image_size"], stored["channels"]
-            width, skip_bad_rows, augment = stored["net"]["width"], stored["skip_bad_rows"], stored["augment"] or False
-            synthetic_count, loss = stored["synthetic_count"], stored["net"]["loss"]
-            shares, init = stored.get("shares"), None  # the weights come from last.pt
-            solver = resumed_solver(stored["solver"], solver)
-        elif data is None and "epochs" not in solver:
-            solver["epochs"] = 8  # the synthetic faces are easy: the demo stays a few minutes long
-        paths = data if isinstance(data, list) else [data]
-        folders = images if isinstance(images, list) else [images] * (images is not None)
-        dataset = load_sources(paths, folders, image_size, channels, skip_bad_rows, use_cache, synthetic_count, shares)
-        train_set, val_set = hold_out_people(dataset, val_fraction, paths)
-        aug = make_augment(augment, AugmentConfig())
+        t = resumed(training, out, "keypoints") if resume else training
+        if t.data is None and not resume and "epochs" not in t.solver:
+            t = replace(t, solver={**t.solver, "epochs": 8})  # the synthetic faces are easy: a few minutes
+        paths = t.data if isinstance(t.data, list) else [t.data]
+        folders = t.images if isinstance(t.images, list) else [t.images] * (t.images is not None)
+        dataset = load_sources(paths, folders, t.image_size, t.channels, t.skip_bad_rows, t.use_cache,
+                               t.synthetic_count, t.shares)
+        train_set, val_set = hold_out_people(dataset, t.val_fraction, paths)
+        aug = make_augment(t.augment, AugmentConfig())
         train_set.augment = aug
-        net_cfg = KeypointNetConfig(arch=net, layout=dataset.layout.name, in_channels=dataset.channels,
-                                    image_size=dataset.size, width=width, loss=loss)
-        cfg = solver_config(solver)
+        net_cfg = KeypointNetConfig(arch=t.net, layout=dataset.layout.name, in_channels=dataset.channels,
+                                    image_size=dataset.size, width=t.width, loss=t.loss)
+        cfg = solver_config(t.solver)
         torch.manual_seed(cfg.seed)
         model = KeypointNet(net_cfg)
-        if init:
-            checkpoint.init_from(model, init)
+        if t.init and not resume:  # a resumed run's weights come from last.pt
+            checkpoint.init_from(model, t.init)
+        t = replace(t, data=plain(t.data), images=plain(t.images), init=plain(t.init),
+                    shares=list(dataset.shares or []) or None, augment=asdict(aug) if aug else None,
+                    solver=asdict(cfg))
         run_config = {
-            "command": "train", "data": plain(data), "images": plain(images), "shares": list(dataset.shares or []) or None,
-            "split": split_kinds(dataset), "split_seed": 0, "init": str(init) if init else None,
-            "synthetic_count": synthetic_count, "val_fraction": val_fraction, "image_size": image_size,
-            "channels": channels, "skip_bad_rows": skip_bad_rows,
-            "net": asdict(net_cfg), "solver": asdict(cfg), "augment": asdict(aug) if aug else None,
+            "command": "train", "task": "keypoints", **asdict(t), "net": asdict(net_cfg),
+            "split": split_kinds(dataset), "split_seed": 0,
             "train_count": len(train_set), "val_count": len(val_set),
             "val_people": len(set(val_set.identities)) if val_set.identities else None,
         }

@@ -5,7 +5,7 @@ The labels are drawn from the 68-point files (data/parts.py), so any 68-point CS
 folder is segmentation data; training holds out people, as the keypoint app does.
 """
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,33 +18,43 @@ from cnnvision.data.augment import AugmentConfig, make_augment
 from cnnvision.data.dataset import hold_out_people, split_summary
 from cnnvision.data.parts import CLASSES, SegmentationDataset, load_parts
 from cnnvision.errors import InputError
-from cnnvision.runs import RunFolder
+from cnnvision.runs import RunFolder, resumed
 from cnnvision.files import free_name, save_image, write_json
 from cnnvision.nets.segment import SegmenterConfig, SegmenterNet, overlay
-from cnnvision.solver import evaluate, predict, resumed_solver, solver_config, train_in_folder
+from cnnvision.solver import evaluate, predict, solver_config, train_in_folder
 
 NO_DATA = ("segmentation needs --data: a 68-point CSV (file name, then x0,y0..x67,y67) and --images, "
            "its image folder; the part masks are drawn from the points")
 
 
-def train(data: str | None, images: str | None = None, net: str = "segnet", out: str | Path = "runs/segnet",
-          resume: bool = False, val_fraction: float = 0.15, image_size: int = 96, channels: int = 1,
-          width: int = 16, use_cache: bool = True, augment: bool | dict = True, class_weights: tuple[float, ...] = (),
-          loss: str = "ce", depth: int = 3, aux_points: float = 0.0, **solver) -> dict:
+@dataclass
+class SegmenterTraining:
+    """What a segmentation run is trained from: built by keyword, stored in its checkpoints and
+    config.json, rebuilt from them on ``--resume``."""
+    data: str | None = None          # a 68-point CSV (the part masks are drawn from its points)
+    images: str | None = None        # its image folder
+    net: str = "segnet"
+    val_fraction: float = 0.15       # held out by person
+    image_size: int = 96
+    channels: int = 1
+    width: int = 16
+    use_cache: bool = True
+    augment: bool | dict = True      # False, True (the default warps and jitter) or AugmentConfig fields
+    class_weights: tuple = ()        # cross-entropy weight per class (default: unweighted)
+    loss: str = "ce"                 # ce | ce_dice | ce_lovasz
+    depth: int = 3                   # halvings in the encoder
+    aux_points: float = 0.0          # weight of the auxiliary 68-point loss, 0 = off
+    solver: dict = field(default_factory=dict)
+
+
+def train(training: SegmenterTraining, out: str | Path = "runs/segnet", resume: bool = False) -> dict:
     """Train a segmenter on a 68-point file's faces, evaluate its best checkpoint on the held-out
-    people, and draw them. ``augment``: False, True (the default warps and jitter) or a dict of
-    AugmentConfig fields to change. ``solver`` holds SolverConfig fields. Returns the final metrics."""
+    people, and draw them. Returns the final metrics."""
     out = Path(out)
     with RunFolder.claim(out, resume):  # refuses others' files and a second run; unlocked at the end
-        if resume:
-            stored = checkpoint.run_config(out / "last.pt", "segmentation")
-            data, images, net = stored["data"], stored["images"], stored["net"]["arch"]
-            val_fraction, image_size, channels = stored["val_fraction"], stored["image_size"], stored["channels"]
-            width, class_weights = stored["net"]["width"], stored["net"]["class_weights"]
-            loss, depth = stored["net"].get("loss", "ce"), stored["net"].get("depth", 3)
-            aux_points = stored["net"].get("aux_points", 0.0)
-            augment = stored["augment"] or False
-            solver = resumed_solver(stored["solver"], solver)
+        t = resumed(training, out, "segmentation") if resume else training
+        data, images, image_size, depth, aux_points = t.data, t.images, t.image_size, t.depth, t.aux_points
+        class_weights = t.class_weights
         if data is None:
             raise InputError(NO_DATA)
         if not 1 <= depth <= 5:
@@ -55,21 +65,21 @@ def train(data: str | None, images: str | None = None, net: str = "segnet", out:
             raise InputError(f"--aux-points {aux_points}: a loss weight cannot be negative")
         if class_weights and len(class_weights) != len(CLASSES):
             raise InputError(f"--class-weights: {len(class_weights)} values for the {len(CLASSES)} classes")
-        dataset = load_parts(data, images, image_size, channels, use_cache)
-        train_set, val_set = hold_out_people(dataset, val_fraction, data)
-        aug = make_augment(augment, AugmentConfig())
+        dataset = load_parts(data, images, image_size, t.channels, t.use_cache)
+        train_set, val_set = hold_out_people(dataset, t.val_fraction, data)
+        aug = make_augment(t.augment, AugmentConfig())
         train_set.augment = aug
         train_set.with_points = aux_points > 0
-        net_cfg = SegmenterConfig(arch=net, in_channels=dataset.channels, image_size=dataset.size,
-                                  num_classes=dataset.num_classes, width=width, class_weights=tuple(class_weights),
-                                  loss=loss, depth=depth, aux_points=aux_points)
-        cfg = solver_config(solver)
+        net_cfg = SegmenterConfig(arch=t.net, in_channels=dataset.channels, image_size=dataset.size,
+                                  num_classes=dataset.num_classes, width=t.width, class_weights=tuple(class_weights),
+                                  loss=t.loss, depth=depth, aux_points=aux_points)
+        cfg = solver_config(t.solver)
         torch.manual_seed(cfg.seed)
         model = SegmenterNet(net_cfg)
+        t = replace(t, data=str(data), images=str(images) if images else None, class_weights=tuple(class_weights),
+                    solver=asdict(cfg), augment=asdict(aug) if aug else None)
         run_config = {
-            "command": "train", "task": "segmentation", "data": str(data), "images": str(images) if images else None,
-            "val_fraction": val_fraction, "image_size": image_size, "channels": channels,
-            "net": asdict(net_cfg), "solver": asdict(cfg), "augment": asdict(aug) if aug else None,
+            "command": "train", "task": "segmentation", **asdict(t), "net": asdict(net_cfg),
             "train_count": len(train_set), "val_count": len(val_set),
             "val_people": len(set(val_set.identities)) if val_set.identities else None,
         }

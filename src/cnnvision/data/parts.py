@@ -83,9 +83,9 @@ class SegmentationDataset(ImageSet):
         the fallback without points) snaps its edges to the old pixel grid: up to half a pixel off,
         a quarter of the IoU of an eye 3-4 pixels tall (measured: 0.76 between the two ways)."""
         x, masks = to_float(self.images[idx]), self.masks[idx]
+        points = self.points[idx].float() if self.points is not None else None
         if generator is not None and self.augment is not None:
             A, t, mirror = random_transforms(x.shape[0], self.augment, generator)
-            points = self.points[idx].float() if self.points is not None else None
             x, points = warp(x, points, A, t, mirror, IBUG68.flip_permutation())  # a mirror swaps left and right
             if points is not None:
                 masks = torch.from_numpy(np.stack([rasterise(p, x.shape[-1]) for p in points.numpy()]))
@@ -93,8 +93,8 @@ class SegmentationDataset(ImageSet):
                 m, _ = warp(masks[:, None].float(), None, A, t, mirror, None, mode="nearest")  # (B, 1, S, S)
                 masks = m[:, 0].round()
             x = jitter_intensity(x, self.augment, generator)
-            if self.with_points:
-                return x, (masks.long(), points)
+        if generator is not None and self.with_points:  # a training batch for aux_points, augmented or not
+            return x, (masks.long(), points)
         return x, masks.long()
 
 
