@@ -88,14 +88,16 @@ class DetectorNet(nn.Module):
         out = self(x)
         return torch.cat([out[:, :1].sigmoid(), out[:, 1:]], 1)
 
+    def boxes(self, out: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One picture's ``predict`` output (5, h, w): its boxes (K, 4) in input pixels and scores
+        (K,) down to ``threshold``, best first, after NMS."""
+        boxes, scores = decode(out, self.cfg.stride, self.cfg.scale, threshold)
+        keep = nms(boxes, scores, self.cfg.nms_iou)
+        return boxes[keep], scores[keep]
+
     def detect(self, out: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per image, boxes (K, 4) in input pixels and scores (K,), after NMS."""
-        found = []
-        for o in out:
-            boxes, scores = decode(o, self.cfg.stride, self.cfg.scale, self.cfg.threshold)
-            keep = nms(boxes, scores, self.cfg.nms_iou)
-            found.append((boxes[keep], scores[keep]))
-        return found
+        """Per image, boxes (K, 4) in input pixels and scores (K,) at the configured threshold."""
+        return [self.boxes(o, self.cfg.threshold) for o in out]
 
     def encode(self, boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
         return encode(boxes, -(-height // 8), -(-width // 8), self.cfg.stride, self.cfg.scale)
@@ -104,11 +106,7 @@ class DetectorNet(nn.Module):
         """AP and recall at IoU 0.5 over a DetectionDataset, with every cell's score (no threshold)
         entering the precision-recall curve."""
         cfg = self.cfg
-        detections = []
-        for o in out:
-            boxes, scores = decode(o, cfg.stride, cfg.scale, threshold=0.05)
-            keep = nms(boxes, scores, cfg.nms_iou)
-            detections.append((boxes[keep], scores[keep]))
+        detections = [self.boxes(o, 0.05) for o in out]
         result = average_precision(detections, data.boxes)
         above = [(b[s > cfg.threshold], s[s > cfg.threshold]) for b, s in detections]
         result["recall50"] = average_precision(above, data.boxes)["recall50"]
