@@ -125,7 +125,7 @@ def crash_training(root: Path, kills: int, rng: random.Random, problems: list[st
     t0 = time.time()
     assert run_to_end([*TRAIN, "--out", str(reference)]) == 0, "the uninterrupted run failed"
     duration = time.time() - t0
-    done, finished, compared, k = 0, 0, 0, 0
+    done, finished, compared, k, left = 0, 0, 0, 0, 0
     while done < kills:
         folder = root / f"crash{k}"
         k += 1
@@ -147,6 +147,7 @@ def crash_training(root: Path, kills: int, rng: random.Random, problems: list[st
             if killed:
                 done += 1
                 dead.add(pid)
+                left += len(temporaries(folder))
                 continue
             if code != 0:
                 problems.append(f"{tag}: exit status {code}: {log.read_text()[-300:]}")
@@ -161,7 +162,7 @@ def crash_training(root: Path, kills: int, rng: random.Random, problems: list[st
                 problems.append(f"{tag}: final weights differ from the uninterrupted run's ({folder})")
             break
     return {"kills": done, "runs_finished": finished, "final_weights_compared": compared,
-            "seconds_per_run": round(duration, 1)}
+            "temporaries_left_by_kills": left, "seconds_per_run": round(duration, 1)}
 
 
 def crash_outputs(root: Path, name: str, args: list[str], outputs: list[Path], folder: Path, kills: int,
@@ -174,10 +175,11 @@ def crash_outputs(root: Path, name: str, args: list[str], outputs: list[Path], f
         problems.append(f"{name}: exit status non-zero: {log.read_text()[-300:]}")
         return {"kills": 0}
     duration = time.time() - t0
-    done = attempts = 0
+    done = attempts = left = 0
     while done < kills and attempts < 3 * kills:
         attempts += 1
         killed, _, code = kill_at_random(args, rng, 0.1 * duration, duration, log)
+        left += len(temporaries(folder)) if killed else 0
         if not killed and code != 0:
             problems.append(f"{name}: exit status {code}: {log.read_text()[-300:]}")
         done += killed
@@ -192,7 +194,7 @@ def crash_outputs(root: Path, name: str, args: list[str], outputs: list[Path], f
         problems.append(f"{name}: temporaries left after the next run: {[p.name for p in temporaries(folder)]}")
     for path in outputs:
         check_output(path, problems, f"{name} final run")
-    return {"kills": done, "seconds_per_run": round(duration, 1)}
+    return {"kills": done, "temporaries_left_by_kills": left, "seconds_per_run": round(duration, 1)}
 
 
 def check_output(path: Path, problems: list[str], tag: str) -> None:

@@ -261,7 +261,8 @@ class Solver:
             print(f"{path} was lost by an earlier interrupted run; it now holds last.pt's weights (step {self.step})")
 
     def save_best(self, state: dict) -> None:
-        checkpoint.save(self.out / "best.pt", {k: state[k] for k in ("net", "model", "metrics", "config", "epoch", "step")})
+        kept = ("net", "model", "metrics", "config", "epoch", "step")  # the weights, not the training state
+        checkpoint.save(self.out / "best.pt", {k: state[k] for k in kept})
 
     def write_metrics_csv(self) -> None:
         """metrics.csv, rewritten whole from the rows last.pt holds: one row per epoch, always."""

@@ -140,7 +140,8 @@ def run_predict(inputs: list[str], pipeline: FacePipeline, out_dir: str | None =
             stack.enter_context(open_output(jsonl_path, "--jsonl"))
         table = None
         if csv_path is not None:
-            table = csv.writer(stdout if csv_path == "-" else stack.enter_context(open_output(csv_path, "--csv", "", True)))
+            into = stdout if csv_path == "-" else stack.enter_context(open_output(csv_path, "--csv", "", whole=True))
+            table = csv.writer(into)
             table.writerow(CSV_HEADER)
         outs = Outputs(Path(out_dir) if out_dir else None, Path(crops_dir) if crops_dir else None, json_path,
                        jsonl, table, overwrite=overwrite)
