@@ -67,6 +67,8 @@ def load_net(checkpoint: str | Path | None = None, pretrained: str | None = None
         net.load_state_dict(state["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise InputError(f"{path}: checkpoint does not match its net ({str(e).splitlines()[0]})") from None
+    int8 = path.with_name(f"{pretrained}.int8.onnx") if pretrained else None
+    net.int8_graph = int8 if int8 is not None and int8.exists() else None  # for --runtime onnx-int8
     return net.eval()
 
 

@@ -107,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="68 points on photos: the detector checkpoint for nme_detected (default the shipped one)")
     p.add_argument("--threshold", type=float,
                    help="detector on web-faces photos: lowest score counted (default: the pipeline's)")
-    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
-                   help="keypoints and detection: run the net in torch or, exported, in onnxruntime")
+    p.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8"], default="torch",
+                   help="keypoints and detection: run the net in torch or, exported, in onnxruntime (float, or "
+                        "a shipped model's int8 graph)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
 
     p = sub.add_parser("predict", help="every face of each photo with its 68 landmarks; with a model flag, "
@@ -131,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos: take every N-th frame (default 1)")
     p.add_argument("--max-frames", type=int, metavar="N", help="videos: at most N frames of each")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="photos: where the nets run")
-    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
-                   help="photos: run the nets in torch or, exported, in onnxruntime (the onnx extra)")
+    p.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8"], default="torch",
+                   help="photos: run the nets in torch or, exported, in onnxruntime (the onnx extra; onnx-int8: "
+                        "the shipped models' int8 graphs)")
     p.add_argument("--sample", action="store_true",
                    help="also run on the photo that ships with cnnvision (drawn faces, made by the project)")
     p.add_argument("--max-pixels", type=int, metavar="N",
@@ -178,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
     p.add_argument("--device", choices=["cpu", "cuda", "auto"])
-    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch", help="--pipeline: torch or onnxruntime")
+    p.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8"], default="torch",
+                   help="--pipeline: torch or onnxruntime (float, or the int8 graphs)")
     p.add_argument("--json", metavar="FILE")
     return parser
 

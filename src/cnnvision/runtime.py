@@ -4,6 +4,8 @@ onnxruntime (the ``onnx`` extra), which on some CPUs runs the same nets faster.
 ``OnnxNet`` exports a net's inference graph (``export.export_onnx``) once per process into a
 temporary folder and runs it with onnxruntime's CPU provider on torch's thread count; its
 ``predict`` matches the torch net's: the same outputs within float rounding (tested).
+``onnx-int8`` runs the shipped models' int8 graphs instead (``quantize.py``; made by
+benchmarks/quantize_shipped.py and installed beside the checkpoints as ``NAME.int8.onnx``).
 """
 import tempfile
 from pathlib import Path
@@ -14,7 +16,7 @@ import torch.nn.functional as F
 
 from cnnvision.errors import InputError
 
-RUNTIMES = ("torch", "onnx")
+RUNTIMES = ("torch", "onnx", "onnx-int8")
 
 
 class OnnxNet:
@@ -22,20 +24,20 @@ class OnnxNet:
     multiples of 32, so inputs are padded to them and the output cropped back, as the torch
     net does inside."""
 
-    def __init__(self, net):
+    def __init__(self, net, graph: str | Path | None = None):
+        """``graph``: an ONNX file of this net to run (its int8 graph); default: export it now."""
         try:
             import onnxruntime as ort
         except ImportError:
             raise InputError('--runtime onnx needs the onnx extra: pip install "cnnvision[onnx]"') from None
         from cnnvision.export import export_onnx
         self.net, self.task, self.cfg = net, net.task, net.cfg
-        self._folder = tempfile.TemporaryDirectory(prefix="cnnvision-onnx-")
-        path = export_onnx(net, Path(self._folder.name) / f"{net.task}.onnx")
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self._folder.cleanup()  # the session holds the graph in memory
+        with tempfile.TemporaryDirectory(prefix="cnnvision-onnx-") as folder:  # the session keeps the graph in memory
+            path = graph or export_onnx(net, Path(folder) / f"{net.task}.onnx")
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def eval(self) -> "OnnxNet":  # the Solver's evaluate calls it; an ONNX graph is always in eval mode
         return self
@@ -61,7 +63,14 @@ class OnnxNet:
 
 
 def for_runtime(net, runtime: str):
-    """``net`` itself (torch) or an OnnxNet with the same ``predict`` and ``cfg``."""
+    """``net`` itself (torch) or an OnnxNet with the same ``predict`` and ``cfg``: of its float
+    graph (onnx) or of its int8 graph (onnx-int8; ``load_net`` finds a shipped model's)."""
     if runtime not in RUNTIMES:
         raise InputError(f"--runtime {runtime}: use one of {', '.join(RUNTIMES)}")
+    if runtime == "onnx-int8":
+        graph = getattr(net, "int8_graph", None)
+        if graph is None:
+            raise InputError("--runtime onnx-int8: int8 graphs ship for the shipped models only "
+                             f"(--pretrained); this {net.task} model has none")
+        return OnnxNet(net, graph)
     return net if runtime == "torch" else OnnxNet(net)

@@ -128,7 +128,8 @@ class FacePipeline:
         if runtime != "torch":
             from cnnvision.runtime import for_runtime
             self.detector, self.landmarks = for_runtime(self.detector, runtime), for_runtime(self.landmarks, runtime)
-            self.parts = for_runtime(self.parts, runtime) if self.parts is not None else None
+            # The parts net has no int8 graph: it runs its float one.
+            self.parts = for_runtime(self.parts, runtime.replace("-int8", "")) if self.parts is not None else None
         self.threshold = THRESHOLD if threshold is None else threshold
         self.max_side, self.min_side, self.level_step = max_side, min_side, level_step
         self.enlarge_to = ENLARGE_TO if enlarge_to is None else enlarge_to
