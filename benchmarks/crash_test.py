@@ -134,10 +134,13 @@ def crash_training(root: Path, kills: int, rng: random.Random, problems: list[st
         while True:
             args = [*TRAIN, "--out", str(folder)] + (["--resume"] if (folder / "last.pt").exists() else [])
             log = root / "last.log"
+            started = time.time()
             if done >= kills:
                 killed, pid, code = False, None, cli(args, log).wait()
             else:
                 killed, pid, code = kill_at_random(args, rng, 0.1 * duration, duration, log)
+            if not killed and code == 0 and "--resume" not in args:  # a whole run: kill sooner from now on
+                duration = min(duration, time.time() - started)
             tag = f"train kill {done + 1}" if killed else "train finish"
             if passed_claim(log):  # it swept: no killed process's temporary may be left
                 stray = [p.name for p in temporaries(folder) if int(TEMPORARY.match(p.name).group(1)) in dead]
@@ -178,8 +181,11 @@ def crash_outputs(root: Path, name: str, args: list[str], outputs: list[Path], f
     done = attempts = left = 0
     while done < kills and attempts < 3 * kills:
         attempts += 1
+        started = time.time()
         killed, _, code = kill_at_random(args, rng, 0.1 * duration, duration, log)
         left += len(temporaries(folder)) if killed else 0
+        if not killed and code == 0:  # it ended first: kill sooner from now on
+            duration = min(duration, time.time() - started)
         if not killed and code != 0:
             problems.append(f"{name}: exit status {code}: {log.read_text()[-300:]}")
         done += killed
