@@ -13,6 +13,7 @@ does the duplicate rows and lost best.pt that earlier versions could leave).
 """
 import contextlib
 import csv
+import json
 import math
 import sys
 import time
@@ -409,6 +410,16 @@ def train_in_folder(net, train_set, val_set, cfg: SolverConfig, out: Path, run_c
     solver.fit(resume=resume, run_dir=out)
     distributed.shutdown()
     return solver.ctx.main
+
+
+def report_best(out: Path, val_set, flip: bool):
+    """The run's best.pt measured on the held-out set, written to metrics.json and printed:
+    (the best net, its metrics)."""
+    best = checkpoint.load_net(out / "best.pt")
+    metrics = evaluate(best, val_set, flip=flip)
+    write_json(out / "metrics.json", metrics)
+    print(f"best checkpoint {out / 'best.pt'}: " + json.dumps(metrics))
+    return best, metrics
 
 
 def tensorboard_writer(out: Path):

@@ -1,6 +1,5 @@
 """Face detection: train the one-stage FCN detector on synthetic scenes and real crops made from
 the 68-point frames, and measure AP and recall at IoU 0.5 on frames of people it never saw."""
-import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -18,9 +17,9 @@ from cnnvision.data.photos import face_box, group_by_photo, is_web_faces, photo_
 from cnnvision.data.scenes import DetectionDataset, concat, frame_crops, frames, scenes
 from cnnvision.errors import InputError
 from cnnvision.runs import RunFolder, resumed
-from cnnvision.files import plain, write_json
+from cnnvision.files import plain
 from cnnvision.nets.detect import DetectorConfig, DetectorNet
-from cnnvision.solver import evaluate, solver_config, train_in_folder
+from cnnvision.solver import evaluate, report_best, solver_config, train_in_folder
 
 
 @dataclass
@@ -96,10 +95,7 @@ def _train(t: DetectorTraining, out: Path, resume: bool) -> dict:
     summary = f"{len(train_set)} training and {len(val_set)} validation pictures: " + "; ".join(described)
     if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume, summary):
         return {}
-    metrics = evaluate(checkpoint.load_net(out / "best.pt"), val_set, flip=False)
-    write_json(out / "metrics.json", metrics)
-    print(f"best checkpoint {out / 'best.pt'}: " + json.dumps(metrics))
-    return metrics
+    return report_best(out, val_set, flip=False)[1]
 
 
 def source_kind(path: Path) -> str:

@@ -3,7 +3,6 @@
 Each function is what one CLI subcommand does; all of them compose the Dataset, Net and Solver.
 """
 import csv
-import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -15,13 +14,13 @@ from cnnvision import checkpoint
 from cnnvision import images as imgs
 from cnnvision.data import load_keypoints, load_sources
 from cnnvision.data.augment import AugmentConfig, make_augment
-from cnnvision.data.dataset import KeypointDataset, hold_out_people, split_summary
+from cnnvision.data.dataset import KeypointDataset, hold_out_people, split_record, split_summary
 from cnnvision.data.kaggle import KEYPOINT_COLUMNS, load_arrays, read_rows
 from cnnvision.errors import InputError
 from cnnvision.runs import RunFolder, resumed
-from cnnvision.files import atomic_open, free_name, plain, save_image, sweep_temporaries, write_json
+from cnnvision.files import atomic_open, free_name, plain, save_image, sweep_temporaries
 from cnnvision.nets import KeypointNet, KeypointNetConfig
-from cnnvision.solver import evaluate, predict, solver_config, train_in_folder
+from cnnvision.solver import evaluate, predict, report_best, solver_config, train_in_folder
 from cnnvision.viz import draw_box, draw_points, face_grid
 
 
@@ -71,22 +70,16 @@ def train(training: KeypointTraining, out: str | Path = "runs/keypoints", resume
         t = replace(t, data=plain(t.data), images=plain(t.images), init=plain(t.init),
                     shares=list(dataset.shares or []) or None, augment=asdict(aug) if aug else None,
                     solver=asdict(cfg))
-        run_config = {
-            "command": "train", "task": "keypoints", **asdict(t), "net": asdict(net_cfg),
-            "split": split_kinds(dataset), "split_seed": 0,
-            "train_count": len(train_set), "val_count": len(val_set),
-            "val_people": len(set(val_set.identities)) if val_set.identities else None,
-        }
+        run_config = {"command": "train", "task": "keypoints", **asdict(t), "net": asdict(net_cfg),
+                      "split": split_kinds(dataset), "split_seed": 0,
+                      **split_record(train_set, val_set)}
         if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume,
                                split_summary(train_set, val_set)):
             return {}
-        best = checkpoint.load_net(out / "best.pt")
-        metrics = evaluate(best, val_set, flip=cfg.eval_flip)
+        best, metrics = report_best(out, val_set, cfg.eval_flip)
         sample = val_set.subset(torch.arange(min(32, len(val_set))))
         picture = face_grid(sample.images, predict(best, sample, flip=cfg.eval_flip), sample.points)
         save_image(Image.fromarray(picture), out / "predictions.png")
-        write_json(out / "metrics.json", metrics)
-        print(f"best checkpoint {out / 'best.pt'}: " + json.dumps(metrics))
         print(f"predictions on held-out faces: {out / 'predictions.png'}")
         return metrics
 

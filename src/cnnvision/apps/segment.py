@@ -4,7 +4,6 @@ as the keypoint and digit apps.
 The labels are drawn from the 68-point files (data/parts.py), so any 68-point CSV and its image
 folder is segmentation data; training holds out people, as the keypoint app does.
 """
-import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -12,16 +11,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cnnvision import checkpoint
 from cnnvision import images as imgs
 from cnnvision.data.augment import AugmentConfig, make_augment
-from cnnvision.data.dataset import hold_out_people, split_summary
+from cnnvision.data.dataset import hold_out_people, split_record, split_summary
 from cnnvision.data.parts import CLASSES, SegmentationDataset, load_parts
 from cnnvision.errors import InputError
 from cnnvision.runs import RunFolder, resumed
-from cnnvision.files import free_name, save_image, write_json
+from cnnvision.files import free_name, save_image
 from cnnvision.nets.segment import SegmenterConfig, SegmenterNet, overlay
-from cnnvision.solver import evaluate, predict, solver_config, train_in_folder
+from cnnvision.solver import evaluate, predict, report_best, solver_config, train_in_folder
 
 NO_DATA = ("segmentation needs --data: a 68-point CSV (file name, then x0,y0..x67,y67) and --images, "
            "its image folder; the part masks are drawn from the points")
@@ -78,21 +76,15 @@ def train(training: SegmenterTraining, out: str | Path = "runs/segnet", resume: 
         model = SegmenterNet(net_cfg)
         t = replace(t, data=str(data), images=str(images) if images else None, class_weights=tuple(class_weights),
                     solver=asdict(cfg), augment=asdict(aug) if aug else None)
-        run_config = {
-            "command": "train", "task": "segmentation", **asdict(t), "net": asdict(net_cfg),
-            "train_count": len(train_set), "val_count": len(val_set),
-            "val_people": len(set(val_set.identities)) if val_set.identities else None,
-        }
+        run_config = {"command": "train", "task": "segmentation", **asdict(t), "net": asdict(net_cfg),
+                      **split_record(train_set, val_set)}
         if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume,
                                split_summary(train_set, val_set)):
             return {}
-        best = checkpoint.load_net(out / "best.pt")
-        metrics = evaluate(best, val_set, flip=cfg.eval_flip)
+        best, metrics = report_best(out, val_set, cfg.eval_flip)
         sample = val_set.subset(torch.arange(min(16, len(val_set))))
         picture = best.picture(sample, predict(best, sample, flip=cfg.eval_flip))
         save_image(Image.fromarray(picture), out / "predictions.png")
-        write_json(out / "metrics.json", metrics)
-        print(f"best checkpoint {out / 'best.pt'}: " + json.dumps(metrics))
         print(f"true (left) and predicted (right) parts of held-out faces: {out / 'predictions.png'}")
         return metrics
 

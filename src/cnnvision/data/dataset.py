@@ -188,6 +188,12 @@ def join(parts: list["KeypointDataset"], shares: tuple[float, ...] | None = None
         torch.cat([torch.full((len(p),), k, dtype=torch.long) for k, p in enumerate(parts)]), shares)
 
 
+def split_record(train_set, val_set) -> dict:
+    """The split's sizes as config.json records them."""
+    return {"train_count": len(train_set), "val_count": len(val_set),
+            "val_people": len(set(val_set.identities)) if val_set.identities else None}
+
+
 def split_summary(train_set, val_set) -> str:
     """'N training and M validation faces (P held-out people)', for the log."""
     people = len(set(val_set.identities)) if val_set.identities else None
