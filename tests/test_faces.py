@@ -184,6 +184,7 @@ def test_an_image_too_large_to_decode_safely_is_refused(tmp_path, monkeypatch, c
     assert "huge.png: image too large to decode safely" in err and err.count("\n") == 1
 
 
+@pytest.mark.slow  # a minute on 2 cores: the 438 held-out frames at 160 px
 def test_shipped_landmarks68_on_people_it_never_saw(shared, tmp_path):
     frames68 = shared / "youtube-faces-68"
     report = tmp_path / "m.json"

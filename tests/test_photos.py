@@ -214,8 +214,10 @@ def test_the_crop_margin_is_the_checkpoint_s(tmp_path):
     from cnnvision import checkpoint
     from cnnvision.data import load_keypoints
     state = checkpoint.load(checkpoint.pretrained_path("landmarks68"))
-    assert "margin" not in state["net"]["config"]  # trained before the margin was recorded...
-    assert checkpoint.load_net(pretrained="landmarks68").cfg.margin == 0.15  # ...loads with today's value
+    assert state["net"]["config"]["margin"] == 0.15  # recorded now
+    del state["net"]["config"]["margin"]  # as checkpoints made before it was recorded...
+    torch.save(state, tmp_path / "older.pt")
+    assert checkpoint.load_net(tmp_path / "older.pt").cfg.margin == 0.15  # ...load with today's value
     csv_path, images = write_faces68(tmp_path, n=4)
     usual, wider = load_keypoints(csv_path, images, 32), load_keypoints(csv_path, images, 32, margin=0.25)
     side = lambda d: d.boxes[:, 2] - d.boxes[:, 0]  # noqa: E731
