@@ -77,7 +77,8 @@ def main() -> None:
     setups = {"cnnvision torch auto": ("torch", "auto", {}), "cnnvision onnx fp32": ("onnx", "fp32", {}),
               "cnnvision torch fp32, AVX2 only": ("torch", "fp32", AVX2),
               "cnnvision onnx fp32, AVX2 only": ("onnx", "fp32", AVX2),
-              "cnnvision onnx int8": ("onnx-int8", "fp32", {})}
+              "cnnvision onnx int8": ("onnx-int8", "fp32", {}),
+              "cnnvision onnx int8, torch part AVX2 only": ("onnx-int8", "fp32", AVX2)}
     rates: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         paths = one_face_photos(Path(tmp))
