@@ -56,6 +56,17 @@ def kill_at_random(args: list[str], rng: random.Random, lo: float, hi: float, lo
         return True, p.pid, p.wait()
 
 
+def lock_held(folder: Path) -> bool:
+    import fcntl
+    with open(folder / ".lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
 def temporaries(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if TEMPORARY.match(p.name)] if folder.is_dir() else []
 
@@ -158,7 +169,7 @@ def crash_training(root: Path, kills: int, rng: random.Random, problems: list[st
             finished += 1
             if temporaries(folder):
                 problems.append(f"{tag}: temporaries left after a finished run: {temporaries(folder)}")
-            if (folder / ".lock").exists():
+            if lock_held(folder):
                 problems.append(f"{tag}: the lock was not released")
             compared += 1
             if not same_weights(folder / "last.pt", reference / "last.pt"):

@@ -24,6 +24,18 @@ TRAIN = ["train", "--synthetic-count", "160", "--image-size", "48", "--width", "
          "--epochs", "3", "--batch-size", "16", "--log-every", "100"]
 
 
+def lock_held(folder) -> bool:
+    """Whether some process holds the run folder's flock now."""
+    import fcntl
+    with open(folder / LOCK, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
 def one_line(capsys, *needles):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and all(n in err[0] for n in needles), err
@@ -99,7 +111,7 @@ def test_a_kill_at_each_write_is_repaired_by_resume(hook, straight, tmp_path):
     out = tmp_path / "run"
     done = killed_at(hook, 2, [*TRAIN, "--out", str(out)], tmp_path)
     assert done.returncode == -signal.SIGKILL
-    assert (out / LOCK).exists()  # kill -9 leaves its lock, stale now
+    assert (out / LOCK).exists() and not lock_held(out)  # kill -9 leaves the file; the kernel freed the lock
     checkpoint.load(out / "last.pt")
     checkpoint.load(out / "best.pt")
     if hook == "last":
@@ -110,7 +122,7 @@ def test_a_kill_at_each_write_is_repaired_by_resume(hook, straight, tmp_path):
     if hook == "best":
         assert "repaired" in said and "best.pt" in said
     assert epochs_in(out) == [1, 2, 3]
-    assert not [p for p in out.iterdir() if p.name.endswith(".tmp") or p.name == LOCK]
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")] and not lock_held(out)
     assert same_weights(out / "last.pt", straight / "last.pt")
     last, best = (checkpoint.load(out / n) for n in ("last.pt", "best.pt"))
     assert best["metrics"]["rmse"] == last["best"]  # best.pt holds what last.pt records as the best
@@ -148,7 +160,7 @@ def test_a_second_run_into_a_claimed_folder_is_refused(tmp_path, capsys):
     with RunFolder.claim(out, resume=False):
         assert main([*TRAIN, "--out", str(out)]) == 2
         one_line(capsys, str(out), "another run", f"process {os.getpid()}")
-    assert not (out / LOCK).exists()
+    assert not lock_held(out)
 
 
 def test_two_runs_started_at_once_one_trains(tmp_path):
@@ -169,7 +181,7 @@ def test_a_stale_lock_is_taken_over(tmp_path):
     (out / LOCK).write_text(f"{int(dead.stdout)} 1\n")
     (out / ".cnnvision-run").touch()
     assert main([*TRAIN, "--epochs", "1", "--out", str(out)]) == 0
-    assert not (out / LOCK).exists()
+    assert not lock_held(out)
 
 
 def test_a_failed_start_leaves_no_folder_behind(tmp_path, capsys):
@@ -191,7 +203,7 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
     err = p.stderr.read().strip().splitlines()
     assert code == 128 + signal.SIGTERM
     assert err == ["cnnvision train: terminated"]
-    assert not [q for q in out.iterdir() if q.name.endswith(".tmp") or q.name == LOCK]
+    assert not [q for q in out.iterdir() if q.name.endswith(".tmp")] and not lock_held(out)
     checkpoint.load(out / "last.pt")
 
 

@@ -3,9 +3,9 @@
 ``RunFolder.claim(out, resume)`` is the first thing a training does:
 - a folder that holds files but no cnnvision run is refused (nothing in it is touched);
 - a folder holding a run is refused without ``--resume`` (and needs one to resume);
-- the claim is a lock file (``.lock``: the process id and its start time) made with O_EXCL, so
-  of two runs started into one folder exactly one gets it; a lock whose process is gone (killed
-  with ``kill -9``) is stale and taken over;
+- the claim is an flock on ``.lock`` (which names the holding process), so of two runs
+  started into one folder exactly one gets it; the kernel frees it when its process ends, so
+  a lock left by ``kill -9`` is stale and taken over;
 - temporary files that killed writers left there are swept.
 A run folder is known by its marker ``.cnnvision-run`` (or, for runs of earlier versions, a
 ``last.pt``). The lock is released when the run ends, whatever way Python sees it end.
@@ -17,41 +17,30 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from cnnvision.errors import InputError
-from cnnvision.files import pid_alive, sweep_temporaries
+from cnnvision.files import sweep_temporaries
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 MARKER = ".cnnvision-run"
 LOCK = ".lock"
 
 
-def process_start(pid: int) -> str:
-    """The process's start time in clock ticks since boot (Linux), so a lock left by a dead
-    process whose id was reused is still seen as stale; '' where /proc is not there."""
+def holder_named(lock: Path) -> str:
+    """' (process N)' as the lock file names its holder, or '' while it has not yet written it."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return f" (process {int(lock.read_text().split()[0])})"
+    except (OSError, ValueError, IndexError):
         return ""
-    return stat.rsplit(")", 1)[-1].split()[19]
-
-
-def lock_holder(lock: Path) -> int | None:
-    """The id of the live process holding ``lock``, or None when the lock is stale or unreadable."""
-    try:
-        pid_text, _, start = lock.read_text().strip().partition(" ")
-        pid = int(pid_text)
-    except (OSError, ValueError):
-        return None
-    if not pid_alive(pid):
-        return None
-    if start and process_start(pid) not in ("", start):
-        return None  # the id now belongs to another process
-    return pid
 
 
 class RunFolder:
     def __init__(self, path: Path):
         self.path = path
         self.lock = path / LOCK
-        self.held = False
+        self.held, self.fd = False, -1
         self.created = False  # by this claim: removed again if the run fails before it writes anything
 
     @classmethod
@@ -92,26 +81,28 @@ class RunFolder:
                                  f"{', ...' if len(others) > 3 else ''}); train into a new or empty folder")
 
     def acquire(self) -> None:
-        for _ in range(3):
+        """Lock ``.lock`` with flock: the kernel lets one process hold it and drops the lock when
+        that process ends, however it ends, so a lock left by ``kill -9`` is free at once (the
+        file stays; it is never removed, so no second process can lock a fresh file beside an
+        old one). Without flock (Windows), the file is created exclusively and removed again."""
+        try:
+            fd = os.open(self.lock, os.O_RDWR | os.O_CREAT | (0 if fcntl else os.O_EXCL), 0o644)
+        except FileExistsError:
+            raise InputError(f"{self.path}: another run{holder_named(self.lock)} is training in this folder "
+                             f"(or one was killed: remove {self.lock})") from None
+        except OSError as e:
+            raise InputError(f"{self.path}: cannot write in the folder ({e.strerror})") from None
+        if fcntl:
             try:
-                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = lock_holder(self.lock)
-                if holder is not None:
-                    raise InputError(f"{self.path}: another run (process {holder}) is training in this folder")
-                try:  # stale: its process is gone
-                    self.lock.unlink()
-                except FileNotFoundError:
-                    pass
-                continue
-            except OSError as e:
-                raise InputError(f"{self.path}: cannot write in the folder ({e.strerror})") from None
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()} {process_start(os.getpid())}\n")
-            self.held = True
-            atexit.register(self.release)
-            return
-        raise InputError(f"{self.path}: cannot take the folder's lock ({self.lock})")
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise InputError(f"{self.path}: another run{holder_named(self.lock)} is training in this folder") \
+                    from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd, self.held = fd, True
+        atexit.register(self.release)
 
     def release(self) -> None:
         if not self.held:
@@ -119,7 +110,9 @@ class RunFolder:
         self.held = False
         atexit.unregister(self.release)
         try:
-            if lock_holder(self.lock) in (os.getpid(), None):
+            os.ftruncate(self.fd, 0)  # nobody's now
+            os.close(self.fd)  # drops the flock
+            if not fcntl:
                 self.lock.unlink()
         except OSError:
             pass
@@ -131,8 +124,9 @@ class RunFolder:
         self.release()
         if kind is not None and self.created:  # e.g. bad data: leave no empty run folder behind
             try:
-                if {p.name for p in self.path.iterdir()} <= {MARKER}:
-                    (self.path / MARKER).unlink(missing_ok=True)
+                if {p.name for p in self.path.iterdir()} <= {MARKER, LOCK}:
+                    for name in (MARKER, LOCK):
+                        (self.path / name).unlink(missing_ok=True)
                     self.path.rmdir()
             except OSError:
                 pass
