@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnvision.runs import lock_held
+
 TRAIN = ["train", "--synthetic-count", "160", "--image-size", "48", "--width", "8", "--net", "kpnet",
          "--epochs", "10", "--batch-size", "16", "--log-every", "100"]
 TEMPORARY = re.compile(r"^\..+\.(\d+)-[A-Za-z0-9_]+\.tmp(\.[A-Za-z0-9]+)?$")
@@ -54,17 +56,6 @@ def kill_at_random(args: list[str], rng: random.Random, lo: float, hi: float, lo
     except subprocess.TimeoutExpired:
         os.kill(p.pid, signal.SIGKILL)
         return True, p.pid, p.wait()
-
-
-def lock_held(folder: Path) -> bool:
-    import fcntl
-    with open(folder / ".lock", "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return False
 
 
 def temporaries(folder: Path) -> list[Path]:

@@ -107,11 +107,6 @@ def write_json(path: str | Path, obj) -> None:
         f.write("\n")
 
 
-def write_text(path: str | Path, text: str) -> None:
-    with atomic_open(path) as f:
-        f.write(text)
-
-
 def save_image(image, path: str | Path) -> None:
     """Atomically save a PIL image in the format its name's extension says."""
     from PIL import Image
@@ -121,12 +116,15 @@ def save_image(image, path: str | Path) -> None:
         image.save(f, format=fmt)
 
 
-def free_name(folder: str | Path, stem: str, suffix: str, used: set[str], overwrite: bool = False) -> str:
+def free_name(folder: str | Path, stem: str, suffixes: str | tuple[str, ...], used: set[str],
+              overwrite: bool = False) -> str:
     """An output's name in ``folder``: ``unique_name`` (never two of this run's outputs on one
     name) that, unless ``overwrite``, also steps past files already there, so nothing the user
-    had is replaced (``photo_faces_2.png`` beside an earlier ``photo_faces.png``)."""
+    had is replaced (``photo_faces_2.png`` beside an earlier ``photo_faces.png``). With several
+    ``suffixes`` (an overlay and its mask), the name is free for all of them."""
     folder, name, k = Path(folder), stem, 1
-    while name in used or (not overwrite and (folder / f"{name}{suffix}").exists()):
+    suffixes = (suffixes,) if isinstance(suffixes, str) else suffixes
+    while name in used or (not overwrite and any((folder / f"{name}{s}").exists() for s in suffixes)):
         k += 1
         name = f"{stem}_{k}"
     used.add(name)

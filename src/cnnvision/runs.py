@@ -36,11 +36,26 @@ def holder_named(lock: Path) -> str:
         return ""
 
 
+def lock_held(folder: str | Path) -> bool:
+    """Whether some process holds the run folder's lock now (a test of the flock, taken and
+    given back at once; without flock, whether the lock file exists)."""
+    lock = Path(folder) / LOCK
+    if fcntl is None or not lock.exists():
+        return lock.exists()
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
 class RunFolder:
     def __init__(self, path: Path):
         self.path = path
         self.lock = path / LOCK
-        self.held, self.fd = False, -1
+        self.fd: int | None = None  # the locked file, while this process holds the folder
         self.created = False  # by this claim: removed again if the run fails before it writes anything
 
     @classmethod
@@ -101,17 +116,17 @@ class RunFolder:
                     from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd, self.held = fd, True
+        self.fd = fd
         atexit.register(self.release)
 
     def release(self) -> None:
-        if not self.held:
+        if self.fd is None:
             return
-        self.held = False
+        fd, self.fd = self.fd, None
         atexit.unregister(self.release)
         try:
-            os.ftruncate(self.fd, 0)  # nobody's now
-            os.close(self.fd)  # drops the flock
+            os.ftruncate(fd, 0)  # nobody's now
+            os.close(fd)  # drops the flock
             if not fcntl:
                 self.lock.unlink()
         except OSError:

@@ -5,8 +5,8 @@ and ``primary_metric``; a Dataset has ``len()`` and ``batch(idx, generator)``. T
 gets config.json, metrics.csv, TensorBoard events, last.pt and best.pt; ``resume`` continues
 from last.pt exactly (model, optimizer, scheduler, step, RNG; mid-epoch after ``max_steps``).
 
-last.pt is each epoch's commit point: it holds the metric rows of every epoch so far and which
-step the best weights come from. It is written first, then best.pt, then metrics.csv is
+last.pt is each epoch's commit point: it holds the metric rows of every epoch so far and the
+best value. It is written first, then best.pt, then metrics.csv is
 rewritten from its rows, each file atomically; so a run killed at any moment leaves at worst a
 best.pt or a metrics.csv one epoch behind last.pt, and ``resume`` repairs both from it (as it
 does the duplicate rows and lost best.pt that earlier versions could leave).
@@ -154,7 +154,6 @@ class Solver:
         self.history: list[dict] = []  # one metrics row per epoch, as metrics.csv shows them
         name, mode = net.primary_metric
         self.best = math.inf if mode == "min" else -math.inf
-        self.best_step = -1
         self.writer = None
 
     def epoch_batches(self) -> tuple[list[torch.Tensor], torch.Generator]:
@@ -199,7 +198,7 @@ class Solver:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "step": self.step, "epoch": self.epoch, "best": self.best, "bad_epochs": self.bad_epochs,
-            "best_step": self.best_step, "batch": self.batch, "rng": self.rng, "history": self.history,
+            "batch": self.batch, "rng": self.rng, "history": self.history,
             "metrics": metrics, "config": self.run_config,
         }
 
@@ -218,7 +217,6 @@ class Solver:
         self.step, self.epoch, self.best = state["step"], state["epoch"], state["best"]
         self.bad_epochs = state["bad_epochs"]
         self.batch, self.rng = state.get("batch", 0), state.get("rng", {})
-        self.best_step = state.get("best_step", -1)
         self.history = state["history"] if "history" in state else self.rows_on_disk()
         if self.out is not None:
             self.repair_best(state)
@@ -252,12 +250,11 @@ class Solver:
         if held is not None and held.get("metrics", {}).get(name) == self.best:
             return
         if last["metrics"].get(name) == self.best:  # the best weights are last.pt's own
-            self.best_step = self.step
             self.save_best(last)
             print(f"repaired {path} from {self.out / 'last.pt'} (the best, step {self.step})")
         elif held is None and last["metrics"]:
             # An earlier version lost the best weights: the last ones stand in, and are the best from now on.
-            self.best, self.best_step = last["metrics"][name], self.step
+            self.best = last["metrics"][name]
             self.save_best(self.state(last["metrics"]))
             print(f"{path} was lost by an earlier interrupted run; it now holds last.pt's weights (step {self.step})")
 
@@ -293,12 +290,11 @@ class Solver:
             self.writer = tensorboard_writer(self.out)
         metrics: dict = {}
         name, mode = self.net.primary_metric
-        if cfg.max_steps and self.step >= cfg.max_steps:
-            if ctx.main:
-                print(f"already at step {self.step}: --max-steps {cfg.max_steps} leaves nothing to train "
-                      "(give a larger one, or 0 for no limit)")
-            self.epoch = cfg.epochs  # nothing more to do
-        while self.epoch < cfg.epochs:
+        at_limit = bool(cfg.max_steps) and self.step >= cfg.max_steps
+        if at_limit and ctx.main:
+            print(f"already at step {self.step}: --max-steps {cfg.max_steps} leaves nothing to train "
+                  "(give a larger one, or 0 for no limit)")
+        while self.epoch < cfg.epochs and not at_limit:
             self.model.train()
             chunks, noise = self.epoch_batches()
             if self.batch:  # go on from where a max_steps stop left this epoch
@@ -332,7 +328,7 @@ class Solver:
             value = metrics[name]
             improved = value < self.best if mode == "min" else value > self.best
             if improved:
-                self.best, self.bad_epochs, self.best_step = value, 0, self.step
+                self.best, self.bad_epochs = value, 0
             elif not self.batch:
                 self.bad_epochs += 1
             if ctx.main:

@@ -123,11 +123,7 @@ def predict_images(net, paths: list[str], out_dir: str | Path | None = None, bat
         counts = np.bincount(mask.flatten(), minlength=cfg.num_classes) / mask.size
         results[str(path)] = {"shares": {name: round(float(c), 4) for name, c in zip(CLASSES, counts)}}
         if out_dir is not None:
-            name = Path(path).stem + "_parts"
-            while True:  # the overlay and its mask share a name
-                name = free_name(out_dir, name, ".png", used, overwrite)
-                if overwrite or not (Path(out_dir) / f"{name}_mask.png").exists():
-                    break
+            name = free_name(out_dir, Path(path).stem + "_parts", (".png", "_mask.png"), used, overwrite)
             source = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)  # (3, H, W)
             save_image(Image.fromarray(overlay(source, torch.from_numpy(mask)).numpy()), Path(out_dir) / f"{name}.png")
             save_image(Image.fromarray(mask), Path(out_dir) / f"{name}_mask.png")
