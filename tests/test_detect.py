@@ -40,6 +40,35 @@ def test_every_parameter_gets_a_gradient():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+def test_a_deeper_detector_starts_as_the_shallower_one_it_was_built_from():
+    """--depth adds zero-initialised residual blocks: the shallower net's weights load into it
+    unchanged and the two compute the same boxes, until training reaches the new blocks."""
+    torch.manual_seed(0)
+    shallow = DetectorNet(DetectorConfig(width=4))
+    data = toy_set(4)
+    x, y = data.batch(torch.arange(4))
+    shallow.loss(shallow(x), y).backward()  # running statistics away from their defaults
+    for p in shallow.parameters():
+        p.data += 0.1 * torch.randn_like(p)
+    deep = DetectorNet(DetectorConfig(width=4, depth=3))
+    missing, unexpected = deep.load_state_dict(shallow.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith(("more8.", "more32.")) for k in missing)
+    shallow.eval(), deep.eval()
+    with torch.no_grad():
+        assert torch.equal(deep(x), shallow(x))
+    deep.train()
+    before = {k: v.clone() for k, v in deep.state_dict().items() if k.startswith("more")}
+    optimizer = torch.optim.Adam(deep.parameters(), lr=1e-2)
+    for _ in range(3):
+        optimizer.zero_grad()
+        deep.loss(deep(x), y).backward()
+        optimizer.step()
+    weights = [k for k in before if k.endswith("weight")]
+    assert all(not torch.equal(before[k], deep.state_dict()[k]) for k in weights)
+    with pytest.raises(ValueError, match="depth 5"):
+        DetectorNet(DetectorConfig(depth=5))
+
+
 def test_mirrored_batch_keeps_boxes_on_the_squares():
     data = toy_set(8)
     data.augment = AugmentConfig(brightness=0, contrast=0)

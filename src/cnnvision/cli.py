@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="crop side for 68-point data (default 96); detection: scene side (default 160)")
     p.add_argument("--channels", type=int, choices=[1, 3], default=1, help="1 grey or 3 colour (68-point data)")
     p.add_argument("--width", type=int, help="first-stage channels (default 24; segnet 16)")
-    p.add_argument("--depth", type=int, help="segmentation: halvings in segnet's encoder (default 3, stride 8)")
+    p.add_argument("--depth", type=int, help="segmentation: halvings in segnet's encoder (default 3, stride 8); detection: "
+                        "convolutions at strides 8 and 32 (default 1; more add residual blocks)")
     p.add_argument("--class-weights", metavar="W,W,...", help="segmentation: cross-entropy weight per class "
                                                             "(default: unweighted)")
     p.add_argument("--aux-points", type=float, metavar="W",
@@ -197,7 +198,7 @@ def train_task(a: argparse.Namespace) -> str:
     return "keypoints"
 
 
-SEGMENTATION_FLAGS = {"--depth": "depth", "--class-weights": "class_weights", "--aux-points": "aux_points"}
+SEGMENTATION_FLAGS = {"--class-weights": "class_weights", "--aux-points": "aux_points"}
 
 
 def train_augment(a: argparse.Namespace) -> bool | dict:
@@ -262,6 +263,8 @@ def train(a: argparse.Namespace) -> int:
     task = train_task(a)
     if task not in ("keypoints", "detection"):
         single_source(a)
+    if task not in ("segmentation", "detection") and a.depth is not None:
+        raise InputError("--depth applies to segmentation and detection only (add --task)")
     if task != "segmentation":
         for flag, name in SEGMENTATION_FLAGS.items():
             if getattr(a, name) is not None:
@@ -291,7 +294,7 @@ def train_detection(a: argparse.Namespace) -> None:
         data=a.data and (a.data if len(a.data) > 1 else a.data[0]),
         images=a.images and (a.images if len(a.images) > 1 else a.images[0]),
         scene_count=a.scene_count, image_size=a.image_size or 160, val_fraction=a.val_fraction,
-        width=a.width or 16, objectness_loss=a.loss or "bce", augment=train_augment(a),
+        width=a.width or 16, depth=a.depth or 1, objectness_loss=a.loss or "bce", augment=train_augment(a),
         shares=parse_shares(a.share), init=a.init, solver=solver_overrides(a))
     run(training, a.out or "runs/fcn_detector", a.resume)
 

@@ -57,6 +57,22 @@ def conv_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, padding: st
     return nn.Sequential(*conv(cin, cout, kernel, stride, padding, batch_norm), nn.ReLU(inplace=True))
 
 
+class Residual(nn.Module):
+    """x + BN(conv(ReLU(BN(conv(x))))), two 3x3 convolutions of ``channels`` channels around an
+    identity shortcut (a ResNet basic block without its last ReLU). The last batch norm's scale
+    starts at zero, so a net deepened by such blocks computes what it did before: a smaller
+    net's weights (``--init``) carry over unchanged and training starts from its function."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(conv_relu(channels, channels, 3, batch_norm=True),
+                                  conv(channels, channels, 3, batch_norm=True))
+        nn.init.zeros_(self.body[-1][-1].weight)
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
 def linear_relu(fin: int, fout: int, dropout: float = 0.0) -> nn.Sequential:
     """Fully connected layer and ReLU, with optional dropout after it."""
     layers: list[nn.Module] = [nn.Linear(fin, fout), nn.ReLU(inplace=True)]

@@ -32,6 +32,7 @@ class DetectorTraining:
     image_size: int = 160               # side of a training picture
     val_fraction: float = 0.15
     width: int = 16
+    depth: int = 1                      # residual blocks at strides 8 and 32, plus one (nets/detect.py)
     objectness_loss: str = "bce"        # bce | l2 (the tutorial's)
     augment: bool | dict = True         # False, True or AugmentConfig fields to change
     shares: list | None = None          # each source's part of scene_count (default: equal)
@@ -66,7 +67,10 @@ def _train(t: DetectorTraining, out: Path, resume: bool) -> dict:
         raise InputError(f"--share has {len(shares)} values for {len(paths)} --data sources; give one per source")
     weights = shares or [1.0] * len(paths)
     counts = [int(round(scene_count * w / sum(weights))) for w in weights]
-    net_cfg = DetectorConfig(image_size=image_size, width=t.width, objectness_loss=t.objectness_loss, box_style=style)
+    if not 1 <= t.depth <= 4:
+        raise InputError(f"--depth {t.depth}: the detector takes 1 to 4")
+    net_cfg = DetectorConfig(image_size=image_size, width=t.width, depth=t.depth, objectness_loss=t.objectness_loss,
+                             box_style=style)
     train_parts, val_parts, described = [], [], []
     miner = None
     if init and "web" in kinds:  # mine hard negatives with the detector being fine-tuned

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnvision.boxes import average_precision, decode, encode, nms
-from cnnvision.layers import conv_relu, deconv, pool
+from cnnvision.layers import Residual, conv_relu, deconv, pool
 
 
 @dataclass
@@ -23,6 +23,8 @@ class DetectorConfig:
     in_channels: int = 3        # 1 grey, 3 RGB
     image_size: int = 160       # training scenes' side; any size works at inference
     width: int = 16             # channels of the first stage
+    depth: int = 1              # 1: one conv at stride 8 and one at stride 32; each more adds a
+                                # residual block at both (zero-initialised: --init keeps its function)
     stride: int = 8             # output cell size in pixels
     scale: float = 32.0         # corner offsets are predicted in units of this many pixels
     threshold: float = 0.5      # objectness to report a face
@@ -42,6 +44,8 @@ class DetectorNet(nn.Module):
             raise ValueError(f"unknown detector {cfg.arch!r} with stride {cfg.stride} (use fcn_detector, 8)")
         if cfg.box_style not in ("points", "face"):
             raise ValueError(f"unknown box style {cfg.box_style!r} (use points or face)")
+        if not 1 <= cfg.depth <= 4:
+            raise ValueError(f"detector depth {cfg.depth}: use 1 to 4")
         if cfg.objectness_loss not in ("bce", "l2"):
             raise ValueError(f"unknown objectness loss {cfg.objectness_loss!r} (use bce or l2)")
         self.cfg = cfg
@@ -56,6 +60,10 @@ class DetectorNet(nn.Module):
             pool(2), conv_relu(4 * w, 8 * w, 3, batch_norm=True),
             pool(2), conv_relu(8 * w, 8 * w, 3, batch_norm=True),
         )
+        # deeper detectors: more context at stride 8 and 32 for little time (the full-size first
+        # stages cost most); empty for depth 1, so the first detectors' weights load as they were
+        self.more8 = nn.Sequential(*[Residual(4 * w) for _ in range(cfg.depth - 1)])
+        self.more32 = nn.Sequential(*[Residual(8 * w) for _ in range(cfg.depth - 1)])
         self.lateral = nn.Conv2d(8 * w, 4 * w, 1)
         self.up = deconv(4 * w, 4 * w, 4, bilinear=True)
         self.head = nn.Sequential(conv_relu(4 * w, 4 * w, 3, batch_norm=True), nn.Conv2d(4 * w, 5, 1))
@@ -66,8 +74,8 @@ class DetectorNet(nn.Module):
         ragged = H % 32 or W % 32
         if ragged:  # pad to whole stride-32 cells; outputs past the image are dropped below
             x = F.pad(x, (0, -W % 32, 0, -H % 32))
-        c8 = self.down8(x)                                   # (B, 4w, H/8, W/8)
-        y = c8 + self.up(self.lateral(self.down32(c8)))
+        c8 = self.more8(self.down8(x))                       # (B, 4w, H/8, W/8)
+        y = c8 + self.up(self.lateral(self.more32(self.down32(c8))))
         out = self.head(y).float()                           # (B, 5, H/8, W/8)
         return out[..., : -(-H // 8), : -(-W // 8)] if ragged else out
 
