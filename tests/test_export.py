@@ -20,11 +20,16 @@ def test_onnx_matches_torch(tmp_path, arch):
     session = ort.InferenceSession(str(onnx_path))
     for batch in (1, 5):
         x = torch.rand(batch, 1, 32, 32)
-        got = session.run(None, {"images": x.numpy()})[0]
+        got = session.run(None, {"images": x.numpy()})
         with torch.inference_mode():
             want = net.predict(x, flip=False).numpy()
-        assert got.shape == (batch, 15, 2)
-        np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-4)
+        assert got[0].shape == (batch, 15, 2)
+        np.testing.assert_allclose(got[0], want, atol=1e-3, rtol=1e-4)
+        if net.has_spread:  # heatmap nets: the spread of their heatmaps is a second output
+            with torch.inference_mode():
+                np.testing.assert_allclose(got[1], net.predict_spread(x)[1].numpy(), atol=1e-4, rtol=1e-4)
+        else:
+            assert len(got) == 1
 
 
 @pytest.mark.parametrize("training", [True, False])

@@ -265,7 +265,40 @@ def test_predict_with_the_detector_alone_gives_the_pipeline_s_boxes(tmp_path, ca
     for threshold in ("0.5", "0.9"):
         assert main(["predict", "--pretrained", "face-detector", str(path), "--threshold", threshold]) == 0
         alone = json.loads(capsys.readouterr().out)[str(path)]
-        assert main(["predict", str(path), "--no-overlay", "--threshold", threshold]) == 0
+        assert main(["predict", str(path), "--no-overlay", "--threshold", threshold, "--max-spread", "off"]) == 0
         piped = json.loads(capsys.readouterr().out)[str(path)]
         assert [(f["box"], f["score"]) for f in alone] == [(f["box"], f["score"]) for f in piped]
         assert alone or threshold == "0.9"  # at 0.5 there is something to compare
+        # with the landmark net's check, some of the detector's boxes and only those
+        assert main(["predict", str(path), "--no-overlay", "--threshold", threshold]) == 0
+        checked = json.loads(capsys.readouterr().out)[str(path)]
+        assert all((f["box"], f["score"]) in [(g["box"], g["score"]) for g in alone] for f in checked)
+
+
+def test_max_spread_must_be_a_number_or_off(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", str(tmp_path / "p.png"), "--max-spread", "wide"])
+    assert "'wide' is not a number or 'off'" in capsys.readouterr().err
+
+
+def test_the_landmark_check_drops_false_boxes_and_keeps_faces(shared):
+    """On web photos (every visible face labelled), detections down to 0.5: the check on the
+    spread of the landmark heatmaps removes most boxes that are no face and keeps the faces."""
+    from cnnvision.boxes import box_iou
+    from cnnvision.data.photos import group_by_photo, read_web_faces, split_photos
+    web = shared / "web-faces"
+    names, boxes, _ = read_web_faces(web / "faces.csv")
+    photos, per_photo = group_by_photo(names, boxes)
+    _, val = split_photos(photos, 0.15)
+    checked = FacePipeline.pretrained(threshold=0.5)
+    counts = {"faces": [0, 0], "others": [0, 0]}
+    for i in val[:40]:
+        im = Image.open(web / "images" / photos[i]).convert("RGB")
+        truth = torch.from_numpy(per_photo[i]).float()
+        for k, (b, _) in enumerate((checked.detect([im])[0], checked.find([im])[0])):
+            hit = box_iou(b, truth).max(1).values >= 0.5 if len(truth) and len(b) else torch.zeros(len(b), dtype=bool)
+            counts["faces"][k] += int(hit.sum())
+            counts["others"][k] += int((~hit).sum())
+    (faces, faces_kept), (others, others_kept) = counts["faces"], counts["others"]
+    assert faces >= 40 and others >= 10, counts  # enough of each for the test to mean something
+    assert faces_kept >= 0.95 * faces and others_kept <= 0.5 * others, counts

@@ -102,3 +102,30 @@ def test_basic_cnn_inference_in_slices_gives_the_same_outputs():
         net.model.inference_slice = 100
         whole = net(x)
     torch.testing.assert_close(sliced, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_heatmap_spread_is_the_mean_entropy_of_the_point_distributions():
+    from cnnvision.nets.keypoints import cell_centres, soft_argmax
+    grid = cell_centres(8)
+    flat = torch.zeros(2, 3, 8, 8)
+    peaked = torch.full((2, 3, 8, 8), -50.0)
+    peaked[:, :, 2, 5] = 50.0
+    points, spread = soft_argmax(torch.cat([flat, peaked]), grid, spread=True)
+    assert torch.allclose(spread[:2], torch.full((2,), float(torch.log(torch.tensor(64.0)))), atol=1e-5)
+    assert torch.allclose(spread[2:], torch.zeros(2), atol=1e-5)
+    assert torch.equal(points, soft_argmax(torch.cat([flat, peaked]), grid))
+    assert torch.allclose(points[2:].view(2, 3, 2), torch.stack([grid[5], grid[2]]).expand(2, 3, 2))
+
+
+@pytest.mark.parametrize("arch", ["kpheat", "hourglass"])
+def test_predict_spread_gives_predict_s_points(arch):
+    torch.manual_seed(0)
+    net = KeypointNet(KeypointNetConfig(arch=arch, layout="ibug68", image_size=32, width=4)).eval()
+    x = torch.rand(3, 1, 32, 32)
+    with torch.inference_mode():
+        for flip in (False, True):
+            points, spread = net.predict_spread(x, flip=flip)
+            assert torch.allclose(points, net.predict(x, flip=flip), atol=1e-5)
+            assert spread.shape == (3,) and ((spread > 0) & (spread <= torch.log(torch.tensor(64.0)) + 1e-4)).all()
+    with pytest.raises(ValueError, match="no heatmaps"):
+        KeypointNet(KeypointNetConfig(arch="kpnet", image_size=32, width=4)).predict_spread(x)

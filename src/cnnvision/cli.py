@@ -141,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, metavar="N",
                    help="refuse images of more pixels than this before decoding them (default 40,000,000)")
     p.add_argument("--parts", action="store_true", help="photos: also paint each face's parts on the overlay")
-    p.add_argument("--threshold", type=float, help="photos: lowest detector score kept (default 0.9)")
+    p.add_argument("--threshold", type=float, help="photos: lowest detector score kept (default 0.7)")
+    p.add_argument("--max-spread", type=spread_limit, metavar="NATS",
+                   help="photos: drop detections on which the landmark net's heatmaps spread out more than "
+                        "this, as on hands, paws and patterns (default 5.9; 'off' keeps every detection)")
     p.add_argument("--min-face", type=float, metavar="PX",
                    help="photos: also find faces down to PX pixels across (slower: by default faces under "
                         "about 32 px in the photo, or in its 1280 px reduction, are often missed)")
@@ -230,6 +233,15 @@ def parse_shares(text: str | None) -> list[float] | None:
         raise InputError(f"--share {text}: expected numbers separated by commas") from None
 
 
+def spread_limit(text: str) -> float | str:
+    if text == "off":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'off'") from None
+
+
 def sample_photo() -> str:
     from importlib import resources
     return str(resources.files("cnnvision") / "samples" / "faces.jpg")
@@ -245,8 +257,9 @@ def predict_faces(a: argparse.Namespace) -> int:
     if a.max_pixels is not None:
         from cnnvision.images import set_max_pixels
         set_max_pixels(a.max_pixels)
+    spread = {} if a.max_spread is None else {"max_spread": None if a.max_spread == "off" else a.max_spread}
     pipeline = FacePipeline.pretrained(a.parts, threshold=a.threshold, min_face=a.min_face, device=a.device,
-                                       runtime=a.runtime)
+                                       runtime=a.runtime, **spread)
     to_files = any(x not in (None, "-") for x in (a.json, a.jsonl, a.csv))
     json_path = a.json if (a.json or to_files or a.jsonl == "-" or a.csv == "-") else "-"
     counts = run_predict(a.images, pipeline, None if a.no_overlay else a.out, json_path, a.jsonl, a.csv, a.crops,

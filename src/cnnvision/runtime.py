@@ -45,10 +45,26 @@ class OnnxNet:
     def metrics(self, predictions, data) -> dict:
         return self.net.metrics(predictions, data)
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
+    def _outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = x.float().contiguous()
-        out = self.session.run(None, {"images": np.ascontiguousarray(x.numpy())})[0]
-        return torch.from_numpy(out)
+        return [torch.from_numpy(o) for o in self.session.run(None, {"images": np.ascontiguousarray(x.numpy())})]
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        return self._outputs(x)[0]
+
+    @property
+    def has_spread(self) -> bool:
+        return len(self.session.get_outputs()) > 1
+
+    def predict_spread(self, x: torch.Tensor, flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.has_spread:
+            raise ValueError("this graph has no spread output: export it again with this version")
+        if not flip:
+            points, spread = self._outputs(x)
+            return points, spread
+        points, spread = self._outputs(torch.cat([x, x.flip(-1)]))
+        points, mirrored = points.chunk(2)
+        return self.net.average_mirrored(points, mirrored), spread.view(2, -1).mean(0)
 
     def predict(self, x: torch.Tensor, flip: bool = False) -> torch.Tensor:
         if self.task == "detection":

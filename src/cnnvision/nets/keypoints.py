@@ -93,14 +93,22 @@ class KPNet(nn.Module):
         return self.head(torch.cat([self.features(part) for part in x.split(self.inference_slice)]))
 
 
-def soft_argmax(logits: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+def soft_argmax(logits: torch.Tensor, grid: torch.Tensor, spread: bool = False):
     """Heatmap logits (B, K, h, w) -> (B, 2K) unit coordinates: each map's spatial softmax is a
-    distribution over cell centres ``grid`` (unit coordinates), and the point is its mean."""
+    distribution over cell centres ``grid`` (unit coordinates), and the point is its mean.
+
+    With ``spread``, also (B,): the mean over the K maps of each distribution's entropy, in
+    nats. On a face the maps are peaked; on a hand, a paw or a pattern that a detector took for a
+    face they spread out, and the pipeline drops such boxes (apps/faces.py)."""
     B, K, h, w = logits.shape
-    prob = logits.float().flatten(2).softmax(-1).view(B, K, h, w)
+    log_prob = logits.float().flatten(2).log_softmax(-1)
+    prob = log_prob.exp().view(B, K, h, w)
     xs = (prob.sum(2) * grid[:w]).sum(-1)  # (B, K): mean over columns
     ys = (prob.sum(3) * grid[:h]).sum(-1)
-    return torch.stack([xs, ys], -1).flatten(1)
+    points = torch.stack([xs, ys], -1).flatten(1)
+    if not spread:
+        return points
+    return points, -(prob.flatten(2) * log_prob).sum(-1).mean(1)
 
 
 def cell_centres(side: int) -> torch.Tensor:
@@ -143,10 +151,10 @@ class HeatmapNet(nn.Module):
         self.fuse = conv_relu(4 * w, 4 * w, 3, batch_norm=True)
         add_heatmap_head(self, 4 * w, points, image_size)
 
-    def forward(self, x):
+    def forward(self, x, spread: bool = False):
         skip = self.down4(x)                       # (B, 4w, S/4, S/4)
         y = self.fuse(self.up(self.down8(skip)) + skip)
-        return soft_argmax(self.heatmaps(y), self.grid)  # (B, 2K)
+        return soft_argmax(self.heatmaps(y), self.grid, spread)  # (B, 2K)[, (B,)]
 
 
 class HourglassNet(nn.Module):
@@ -176,12 +184,12 @@ class HourglassNet(nn.Module):
         self.fuse4 = conv_relu(4 * w, 4 * w, 3, batch_norm=True)
         add_heatmap_head(self, 4 * w, points, image_size)
 
-    def forward(self, x):
+    def forward(self, x, spread: bool = False):
         s4 = self.down4(x)                                  # (B, 4w, S/4, S/4)
         s8 = self.down8(s4)                                 # (B, 8w, S/8, S/8)
         y8 = self.fuse8(self.up8(self.down16(s8)) + s8)     # (B, 8w, S/8, S/8)
         y4 = self.fuse4(self.up4(y8) + s4)                  # (B, 4w, S/4, S/4)
-        return soft_argmax(self.heatmaps(y4), self.grid)    # (B, 2K)
+        return soft_argmax(self.heatmaps(y4), self.grid, spread)  # (B, 2K)[, (B,)]
 
 
 @dataclass
@@ -257,6 +265,23 @@ class KeypointNet(nn.Module):
         # one pass over both: a batch twice the size runs faster than two passes
         points, mirrored = self.to_pixels(self(torch.cat([x, x.flip(-1)]))).chunk(2)
         return self.average_mirrored(points, mirrored)
+
+    @property
+    def has_spread(self) -> bool:
+        """Whether the net reads its points off heatmaps, and so can say how spread they are."""
+        return self.cfg.arch in ("kpheat", "hourglass")
+
+    def predict_spread(self, x: torch.Tensor, flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``predict``'s points (B, K, 2) and the heatmaps' mean entropy (B,) (``soft_argmax``;
+        with ``flip``, the mean of the face's and its mirror image's), for heatmap nets."""
+        if not self.has_spread:
+            raise ValueError(f"a {self.cfg.arch} net has no heatmaps to measure the spread of")
+        if not flip:
+            out, spread = self.model(x, spread=True)
+            return self.to_pixels(out), spread
+        out, spread = self.model(torch.cat([x, x.flip(-1)]), spread=True)
+        points, mirrored = self.to_pixels(out).chunk(2)
+        return self.average_mirrored(points, mirrored), spread.view(2, -1).mean(0)
 
     def average_mirrored(self, points: torch.Tensor, mirrored: torch.Tensor) -> torch.Tensor:
         """The mean of the points of faces and those of their mirror images, mapped back."""
