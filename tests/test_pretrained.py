@@ -9,7 +9,7 @@ from cnnvision.cli import main
 
 def test_keypoints15_is_small_and_self_describing():
     path = checkpoint.pretrained_path("keypoints15")
-    assert path.stat().st_size <= 10 * 2**20
+    assert path.stat().st_size <= 12 * 2**20  # 2.8 M float32 weights of the hourglass
     net = checkpoint.load_net(pretrained="keypoints15")
     assert net.cfg.layout == "kaggle15" and net.cfg.image_size == 96 and net.cfg.in_channels == 1
     state = checkpoint.load(path)
@@ -24,4 +24,4 @@ def test_keypoints15_on_people_it_never_saw(shared, tmp_path, capsys):
                  "--split", "val", "--json", str(report)]) == 0
     metrics = json.loads(report.read_text())
     assert metrics["count"] == 535
-    assert metrics["rmse"] == pytest.approx(1.845, abs=0.01)  # the figure in the README
+    assert metrics["rmse"] == pytest.approx(1.746, abs=0.01)  # the figure in the README
