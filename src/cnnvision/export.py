@@ -44,11 +44,11 @@ def export_onnx(net, path: str | Path, opset: int = 18) -> Path:
     modes = {m: m.training for m in net.modules()}  # put back afterwards: a net being trained stays so
     module = Inference(net).eval()
     axes = {"images": {0: "batch"}, "output": {0: "batch"}}
+    if net.task in ("segmentation", "detection"):
+        axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}}
     outputs = ["output"]
     if getattr(net, "has_spread", False):
         axes["spread"], outputs = {0: "batch"}, ["output", "spread"]
-    if net.task in ("segmentation", "detection"):
-        axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}}
     sweep_temporaries(path.parent)  # what an export killed before left
     try:
         with atomic_path(path) as tmp, warnings.catch_warnings():

@@ -272,11 +272,12 @@ class FacePipeline:
         squares = [imgs.square_box(*p.min(0), *p.max(0), margin) for p in points]
         return self._points(photos, owners, squares, self.flip, spread)
 
-    def _faces(self, photos: list[Image.Image]):
+    def _faces(self, photos: list[Image.Image], detections=None):
         """The faces of ``photos`` that pass both nets: their owners (photo indices), boxes,
-        scores and landmarks, all in one order. A detection is dropped when the landmark net's
-        heatmaps on it spread out more than ``max_spread`` (not a face)."""
-        detections = self.detect(photos)
+        scores and landmarks, all in one order. A detection (``detections``: ``detect``'s, made
+        here if not given) is dropped when the landmark net's heatmaps on it spread out more
+        than ``max_spread`` (not a face)."""
+        detections = self.detect(photos) if detections is None else detections
         owners = [i for i, (b, _) in enumerate(detections) for _ in range(len(b))]
         if not owners:
             return [], torch.zeros(0, 4), torch.zeros(0), np.zeros((0, 68, 2), np.float32)
@@ -287,9 +288,10 @@ class FacePipeline:
         keep = spread <= self.max_spread
         return [o for o, k in zip(owners, keep) if k], boxes[keep], scores[keep], points[keep]
 
-    def find(self, photos: list[Image.Image]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per photo, the boxes (K, 4) and scores (K,) of the faces ``predict`` reports."""
-        owners, boxes, scores, _ = self._faces(photos)
+    def find(self, photos: list[Image.Image], detections=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per photo, the boxes (K, 4) and scores (K,) of the faces ``predict`` reports; of
+        ``detections`` (``detect``'s for these photos) where the detector has already run."""
+        owners, boxes, scores, _ = self._faces(photos, detections)
         mine = torch.tensor(owners, dtype=torch.long)
         return [(boxes[mine == i], scores[mine == i]) for i in range(len(photos))]
 
@@ -469,9 +471,14 @@ def evaluate_detector_on_photos(detector, csv_path: str | Path, images_dir: str 
     opened = [imgs.open_image(Path(images_dir) / p, 3) for p in photos]
     truths = [torch.from_numpy(b).float() for b in per_photo]
     crops = face_free_crops(opened, per_photo, 200)
+    # the detector runs once on each picture; the check then runs on its detections
+    raw = [pipeline.detect([im]) for im in opened]
+    raw_on_crops = [pipeline.detect([c]) for c in crops]
+    checked = [pipeline.find([im], d) for im, d in zip(opened, raw)]
+    checked_on_crops = [pipeline.find([c], d) for c, d in zip(crops, raw_on_crops)]
     result = {}
-    for prefix, search in (("", pipeline.find), ("detector_", pipeline.detect)):
-        detections = [(face_boxes_of(detector, b), s) for b, s in (search([im])[0] for im in opened)]
+    for prefix, found, on_crops in (("", checked, checked_on_crops), ("detector_", raw, raw_on_crops)):
+        detections = [(face_boxes_of(detector, b), s) for (b, s), in found]
         if not prefix:
             result["ap50"] = average_precision(detections, truths)["ap50"]
         above = [(b[s >= cut], s[s >= cut]) for b, s in detections]
@@ -481,7 +488,7 @@ def evaluate_detector_on_photos(detector, csv_path: str | Path, images_dir: str 
             if len(b):
                 false += int((box_iou(b, t).max(1).values < 0.5).sum()) if len(t) else len(b)
         result[prefix + "false_per_photo"] = false / len(opened)
-        boxes_on_crops = sum(int((search([c])[0][1] >= cut).sum()) for c in crops)
+        boxes_on_crops = sum(int((s >= cut).sum()) for (_, s), in on_crops)
         result[prefix + "false_per_facefree_crop"] = boxes_on_crops / max(1, len(crops))
     result.update({"threshold": cut, "max_spread": pipeline.max_spread, "photos": len(opened),
                    "faces": int(sum(len(t) for t in truths)), "facefree_crops": len(crops)})
