@@ -266,3 +266,27 @@ def test_a_failing_export_leaves_no_temporary(tmp_path, monkeypatch, capsys):
     with pytest.raises(RuntimeError):
         main(["export", "--pretrained", "keypoints15", "--onnx", str(tmp_path / "m.onnx")])
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("signum, raised", [(signal.SIGTERM, "Terminated"), (signal.SIGINT, "KeyboardInterrupt")])
+def test_a_signal_during_a_checkpoint_write_waits_until_it_is_in_place(signum, raised, tmp_path, monkeypatch):
+    """torch.save cannot be interrupted cleanly (its zip writer fails again on the way out, and the
+    user would get a traceback): the signal takes effect once the checkpoint is written."""
+    from cnnvision.runs import Terminated, handle_sigterm
+    real_save = torch.save
+
+    def interrupted(obj, f):
+        os.kill(os.getpid(), signum)  # arrives in the middle of the write
+        real_save(obj, f)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    handle_sigterm()
+    monkeypatch.setattr(torch, "save", interrupted)
+    try:
+        with pytest.raises(Terminated if raised == "Terminated" else KeyboardInterrupt):
+            checkpoint.save(tmp_path / "c.pt", {"net": {"task": "keypoints"}, "model": {}})
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        monkeypatch.undo()
+    assert checkpoint.load(tmp_path / "c.pt")["model"] == {}
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

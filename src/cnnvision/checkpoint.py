@@ -11,14 +11,16 @@ import torch
 from cnnvision.errors import InputError
 from cnnvision.files import atomic_open
 from cnnvision.nets import build_net
+from cnnvision.runs import signals_deferred
 from cnnvision.shipped import PRETRAINED
 
 FORMAT = "cnnvision-checkpoint"
 
 
 def save(path: str | Path, state: dict) -> None:
-    """Write atomically: a run killed at any moment leaves the last good checkpoint intact."""
-    with atomic_open(path, "wb") as f:
+    """Write atomically: a run killed at any moment leaves the last good checkpoint intact; a
+    Ctrl-C or SIGTERM during the write takes effect once the file is in place."""
+    with signals_deferred(), atomic_open(path, "wb") as f:
         torch.save({"format": FORMAT, **state}, f)
 
 

@@ -13,6 +13,7 @@ A run folder is known by its marker ``.cnnvision-run`` (or, for runs of earlier 
 import atexit
 import os
 import signal
+from contextlib import contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -161,6 +162,27 @@ def handle_sigterm() -> None:
         signal.signal(signal.SIGTERM, terminated)
     except ValueError:  # not the main thread: leave the default
         pass
+
+
+@contextmanager
+def signals_deferred():
+    """Ctrl-C and SIGTERM wait until the block is done, then act as they would have. torch.save's
+    zip writer, interrupted in the middle of a record, fails again on its way out, and that
+    second error would bury the interruption under a traceback (exit status 1, not 130 or 143)."""
+    caught = []
+    try:
+        before = {s: signal.signal(s, lambda signum, frame: caught.append(signum))
+                  for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread, where signals are handled anyway
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        if caught:
+            signal.raise_signal(caught[0])  # now, to the handler there was before
 
 
 def resumed(given, out: Path, task: str):
