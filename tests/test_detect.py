@@ -69,6 +69,24 @@ def test_a_deeper_detector_starts_as_the_shallower_one_it_was_built_from():
         DetectorNet(DetectorConfig(depth=5))
 
 
+@pytest.mark.parametrize("strided", [1, 2])
+def test_a_strided_detector_takes_a_plain_one_s_weights_and_samples_its_convolutions(strided):
+    """--strided N: the first N stages convolve at stride 2 where the plain detector convolves
+    everywhere and max-pools. The weights are the same tensors under the same names, and a
+    strided stage's output is every second row and column of the plain convolution's."""
+    torch.manual_seed(0)
+    plain = DetectorNet(DetectorConfig(width=4)).eval()
+    fast = DetectorNet(DetectorConfig(width=4, strided=strided)).eval()
+    fast.load_state_dict(plain.state_dict())  # strict: no name or shape differs
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(fast.down8[0](x), plain.down8[0](x)[..., ::2, ::2])
+        assert fast(x).shape == plain(x).shape == (2, 5, 8, 12)
+        assert fast(torch.rand(1, 3, 70, 100)).shape == (1, 5, 9, 13)
+    with pytest.raises(ValueError, match="strided 3"):
+        DetectorNet(DetectorConfig(strided=3))
+
+
 def test_mirrored_batch_keeps_boxes_on_the_squares():
     data = toy_set(8)
     data.augment = AugmentConfig(brightness=0, contrast=0)

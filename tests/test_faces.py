@@ -302,3 +302,44 @@ def test_the_landmark_check_drops_false_boxes_and_keeps_faces(shared):
     (faces, faces_kept), (others, others_kept) = counts["faces"], counts["others"]
     assert faces >= 40 and others >= 10, counts  # enough of each for the test to mean something
     assert faces_kept >= 0.95 * faces and others_kept <= 0.5 * others, counts
+
+
+def test_a_second_landmark_pass_only_where_the_first_framing_moves(pipeline):
+    """``refine_below``: each face of the sample photo gets the second pass's points where the
+    square around its first points overlaps the first square by less than that IoU, and keeps
+    its first points otherwise (above 1: every face refined; 0: none)."""
+    from importlib.resources import files
+
+    from cnnvision.apps.faces import REFINE_BELOW
+    from cnnvision.boxes import box_iou
+    from cnnvision.data.photos import extent_of, face_box
+    from cnnvision.images import square_box
+    photo = Image.open(files("cnnvision") / "samples" / "faces.jpg").convert("RGB")
+    (found, _), = pipeline.detect([photo])
+    assert len(found) >= 3
+    # the detector's boxes, and boxes drawn from each face's refined points (framed as training
+    # framed faces, so the first pass there hardly moves)
+    refined = FacePipeline(pipeline.detector, pipeline.landmarks, refine_below=2.0)
+    boxes = torch.cat([found, torch.from_numpy(face_box(refined.landmarks_in([photo], [0] * len(found), found.tolist())))])
+    owners = [0] * len(boxes)
+
+    def points(refine_below):
+        p = FacePipeline(pipeline.detector, pipeline.landmarks, refine_below=refine_below)
+        return p.landmarks_in([photo], owners, boxes.tolist(), spread=True)
+
+    (every, every_spread), (none, none_spread) = points(2.0), points(0.0)
+    assert not np.allclose(every, none)
+    one_pass = FacePipeline(pipeline.detector, pipeline.landmarks, refine=False)
+    first = one_pass.landmarks_in([photo], owners, boxes.tolist())
+    np.testing.assert_array_equal(none, first)
+    # which faces the default refines follows from the first pass alone
+    margin = pipeline.landmarks.cfg.margin
+    squares = torch.tensor([square_box(*b, margin) for b in extent_of(boxes.numpy())], dtype=torch.float32)
+    again = torch.tensor([square_box(*p.min(0), *p.max(0), margin) for p in first], dtype=torch.float32)
+    moved = (box_iou(squares, again).diagonal() < REFINE_BELOW).numpy()
+    assert 0 < moved.sum() < len(moved), moved  # the photo has faces of both kinds
+    default, spread = points(REFINE_BELOW)
+    for k in range(len(boxes)):
+        expected, expected_spread = (every[k], every_spread[k]) if moved[k] else (none[k], none_spread[k])
+        np.testing.assert_allclose(default[k], expected, atol=1e-3)
+        assert spread[k] == pytest.approx(expected_spread, abs=1e-4)

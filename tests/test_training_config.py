@@ -31,8 +31,8 @@ def tiny_runs(tmp_path):
           "--aux-points", "0.5", "--val-fraction", "0.34", "--no-augment", "--no-cache"]),
         ("detection", DetectorTraining,
          ["--task", "detection", "--data", str(csv_path), "--images", str(images), "--scene-count", "8",
-          "--image-size", "64", "--width", "4", "--depth", "2", "--loss", "l2", "--val-fraction", "0.34",
-          "--augment", "flip=0"]),
+          "--image-size", "64", "--width", "4", "--depth", "2", "--strided", "1", "--loss", "l2",
+          "--val-fraction", "0.34", "--augment", "flip=0"]),
         ("classification", ClassifierTraining,
          ["--task", "classification", "--data", str(tmp_path / "mnist"), "--net", "mlp", "--no-augment"]),
     ], solver
@@ -42,8 +42,8 @@ GIVEN = {  # the settings tiny_runs moves away from their defaults
     "keypoints": {"net", "synthetic_count", "image_size", "width", "loss", "val_fraction", "augment", "solver"},
     "segmentation": {"data", "images", "image_size", "width", "depth", "loss", "class_weights", "aux_points",
                      "val_fraction", "augment", "use_cache", "solver"},
-    "detection": {"data", "images", "scene_count", "image_size", "width", "depth", "objectness_loss", "val_fraction",
-                  "augment", "solver"},
+    "detection": {"data", "images", "scene_count", "image_size", "width", "depth", "strided", "objectness_loss",
+                  "val_fraction", "augment", "solver"},
     "classification": {"data", "net", "augment", "solver"},
 }
 

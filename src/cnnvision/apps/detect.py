@@ -33,6 +33,7 @@ class DetectorTraining:
     val_fraction: float = 0.15
     width: int = 16
     depth: int = 1                      # residual blocks at strides 8 and 32, plus one (nets/detect.py)
+    strided: int = 0                    # first stages at stride 2 instead of pooled (nets/detect.py)
     objectness_loss: str = "bce"        # bce | l2 (the tutorial's)
     augment: bool | dict = True         # False, True or AugmentConfig fields to change
     shares: list | None = None          # each source's part of scene_count (default: equal)
@@ -69,8 +70,10 @@ def _train(t: DetectorTraining, out: Path, resume: bool) -> dict:
     counts = [int(round(scene_count * w / sum(weights))) for w in weights]
     if not 1 <= t.depth <= 4:
         raise InputError(f"--depth {t.depth}: the detector takes 1 to 4")
-    net_cfg = DetectorConfig(image_size=image_size, width=t.width, depth=t.depth, objectness_loss=t.objectness_loss,
-                             box_style=style)
+    if t.strided not in (0, 1, 2):
+        raise InputError(f"--strided {t.strided}: the detector takes 0, 1 or 2")
+    net_cfg = DetectorConfig(image_size=image_size, width=t.width, depth=t.depth, strided=t.strided,
+                             objectness_loss=t.objectness_loss, box_style=style)
     train_parts, val_parts, described = [], [], []
     miner = None
     if init and "web" in kinds:  # mine hard negatives with the detector being fine-tuned

@@ -25,6 +25,8 @@ class DetectorConfig:
     width: int = 16             # channels of the first stage
     depth: int = 1              # 1: one conv at stride 8 and one at stride 32; each more adds a
                                 # residual block at both (zero-initialised: --init keeps its function)
+    strided: int = 0            # the first this many (0-2) stages convolve at stride 2 instead of
+                                # pooling after: the same weights, a third less time at 640x480
     stride: int = 8             # output cell size in pixels
     scale: float = 32.0         # corner offsets are predicted in units of this many pixels
     threshold: float = 0.5      # objectness to report a face
@@ -46,16 +48,24 @@ class DetectorNet(nn.Module):
             raise ValueError(f"unknown box style {cfg.box_style!r} (use points or face)")
         if not 1 <= cfg.depth <= 4:
             raise ValueError(f"detector depth {cfg.depth}: use 1 to 4")
+        if cfg.strided not in (0, 1, 2):
+            raise ValueError(f"detector strided {cfg.strided}: use 0, 1 or 2")
         if cfg.objectness_loss not in ("bce", "l2"):
             raise ValueError(f"unknown objectness loss {cfg.objectness_loss!r} (use bce or l2)")
         self.cfg = cfg
         w = cfg.width
-        self.down8 = nn.Sequential(  # (B, C, H, W) -> (B, 4w, H/8, W/8)
-            conv_relu(cfg.in_channels, w, 3, batch_norm=True), pool(2),
-            conv_relu(w, 2 * w, 3, batch_norm=True), pool(2),
-            conv_relu(2 * w, 4 * w, 3, batch_norm=True), pool(2),
-            conv_relu(4 * w, 4 * w, 3, batch_norm=True),
-        )
+        # (B, C, H, W) -> (B, 4w, H/8, W/8). A strided stage computes every second output of its
+        # convolution where the plain one computes all and keeps the largest of each 2x2: its
+        # weights are the same, so --init from a plain detector starts near that detector, and the
+        # full-size first stages, which cost most, shrink fourfold. (An identity holds the pool's
+        # place, so that the layers keep their names and either kind's weights load into the other.)
+        stages = []
+        for k, (cin, cout) in enumerate(((cfg.in_channels, w), (w, 2 * w), (2 * w, 4 * w))):
+            if k < cfg.strided:
+                stages += [conv_relu(cin, cout, 3, stride=2, padding=1, batch_norm=True), nn.Identity()]
+            else:
+                stages += [conv_relu(cin, cout, 3, batch_norm=True), pool(2)]
+        self.down8 = nn.Sequential(*stages, conv_relu(4 * w, 4 * w, 3, batch_norm=True))
         self.down32 = nn.Sequential(  # -> (B, 8w, H/32, W/32)
             pool(2), conv_relu(4 * w, 8 * w, 3, batch_norm=True),
             pool(2), conv_relu(8 * w, 8 * w, 3, batch_norm=True),
