@@ -3,7 +3,8 @@ shipped it (a plain detector, a second landmark pass for every face) against the
 second pass only where the first framing moves (``REFINE_BELOW``), and against the pipeline as
 shipped now (also the strided detector at its own threshold). Same 640x480 one-face photos as
 compare_speed.py; torch ``auto`` and fp32 limited to AVX2 (a CPU without BF16), each setup in its
-own process, taking turns round by round; medians of the rounds.
+own process (timed as ``cnnvision benchmark --pipeline`` times), taking turns round by round;
+medians of the rounds.
 
     git show 97a6efb:src/cnnvision/pretrained/face-detector.pt > /tmp/stop18-detector.pt
     python benchmarks/speed_changes.py --before /tmp/stop18-detector.pt [--rounds 3]
@@ -15,7 +16,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from compare_speed import AVX2, one_face_photos
@@ -23,22 +23,17 @@ from compare_speed import AVX2, one_face_photos
 
 def one(detector: str | None, threshold: float | None, refine_below: float | None, precision: str,
         photos: list[str]) -> dict:
-    """Photos/sec of one pipeline setup over ``photos`` (after a warm-up), and the faces found."""
-    import torch
-    from PIL import Image
-
+    """Photos/sec of one pipeline setup over ``photos``, timed as ``cnnvision benchmark --pipeline``
+    times the shipped one (batches of 16 photos, best of 3 passes after a warm-up)."""
     from cnnvision import checkpoint
     from cnnvision.apps.faces import DETECTOR, LANDMARKS, FacePipeline
-    torch.set_num_threads(os.cpu_count() or 1)
+    from cnnvision.benchmark import benchmark_pipeline
     options = {} if refine_below is None else {"refine_below": refine_below}
     pipeline = FacePipeline(checkpoint.load_net(detector) if detector else checkpoint.load_net(pretrained=DETECTOR),
                             checkpoint.load_net(pretrained=LANDMARKS), threshold=threshold, precision=precision,
                             **options)
-    opened = [Image.open(p).convert("RGB") for p in photos]
-    pipeline.predict(opened[:4])
-    start = time.perf_counter()
-    found = sum(len(pipeline.predict([im])[0]) for im in opened)
-    return {"photos_per_sec": len(opened) / (time.perf_counter() - start), "faces": found}
+    r = benchmark_pipeline(photos, pipeline=pipeline)
+    return {"photos_per_sec": r["photos_per_sec"], "faces": r["faces_found"]}
 
 
 def main() -> None:
