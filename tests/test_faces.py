@@ -237,11 +237,15 @@ def test_onnx_runtime_gives_torch_s_faces(pipeline):
 
 def test_int8_runtime_gives_torch_s_faces_within_its_tolerance():
     """The shipped int8 graphs: the same faces, boxes within 2% of the face's side, the 68 points
-    within 1.5% of it on average (measured: at most 0.6% and 0.9% on these photos)."""
+    within 1.5% of it on average (measured: at most 0.9% and 0.7% on these photos, stop 19)."""
     pytest.importorskip("onnxruntime")
     from cnnvision.benchmark import demo_photos
     photos = demo_photos(6, 640, 480, seed=1)
-    float_run, int8_run = FacePipeline.pretrained(precision="fp32"), FacePipeline.pretrained(runtime="onnx-int8")
+    # drawn faces, which the landmark check mostly turns down: without it, and at 0.6, five faces
+    # with scores 0.65 to 0.99 (stop 19's detector), none near enough the threshold to flip
+    options = {"threshold": 0.6, "max_spread": None}
+    float_run = FacePipeline.pretrained(precision="fp32", **options)
+    int8_run = FacePipeline.pretrained(runtime="onnx-int8", **options)
     found = 0
     for a, b in zip(float_run.predict(photos), int8_run.predict(photos)):
         assert len(a) == len(b)
