@@ -90,8 +90,11 @@ class RunFolder:
             return
         if (out / "last.pt").exists():
             raise InputError(f"{out}: already holds a run (last.pt); use --resume to continue it or another --out")
-        if out.is_dir() and not self.is_run():
-            others = sorted(p.name for p in out.iterdir() if p.name != LOCK)
+        if out.is_dir():
+            # one listing, not is_run() and then a listing: a run starting into the folder at the
+            # same moment may touch its marker between the two, and would be taken for foreign files
+            names = {p.name for p in out.iterdir()}
+            others = sorted(names - {LOCK}) if not names & {MARKER, "last.pt"} else []
             if others:
                 raise InputError(f"{out}: holds files that are not a cnnvision run ({', '.join(others[:3])}"
                                  f"{', ...' if len(others) > 3 else ''}); train into a new or empty folder")
