@@ -290,3 +290,21 @@ def test_a_signal_during_a_checkpoint_write_waits_until_it_is_in_place(signum, r
         monkeypatch.undo()
     assert checkpoint.load(tmp_path / "c.pt")["model"] == {}
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_marker_touched_while_the_folder_is_checked_is_a_run_not_foreign_files(tmp_path, monkeypatch):
+    """Two runs started into one folder: the second may look at it just as the first touches
+    its marker. Whatever it saw a moment before, the listing that holds the marker says 'a run'
+    (then the lock refuses it as 'another run'), never 'files that are not a cnnvision run'."""
+    from cnnvision.errors import InputError
+    from cnnvision.runs import MARKER
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK).touch()
+    (out / MARKER).touch()
+    monkeypatch.setattr(RunFolder, "is_run", lambda self: False)  # the marker not there yet, a moment ago
+    RunFolder(out).check(resume=False)
+    (out / "notes.txt").write_text("mine")
+    (out / MARKER).unlink()
+    with pytest.raises(InputError, match="not a cnnvision run"):
+        RunFolder(out).check(resume=False)
