@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnvision.boxes import decode
+from cnnvision.boxes import decode, encode
 from cnnvision.data.augment import AugmentConfig
 from cnnvision.data.scenes import DetectionDataset, clutter, frames, scenes
 from cnnvision.nets.detect import DetectorConfig, DetectorNet
@@ -89,12 +89,50 @@ def test_a_strided_detector_takes_a_plain_one_s_weights_and_samples_its_convolut
 
 def test_mirrored_batch_keeps_boxes_on_the_squares():
     data = toy_set(8)
-    data.augment = AugmentConfig(brightness=0, contrast=0)
+    data.augment = AugmentConfig(rotate=0, scale=0, shift=0, brightness=0, contrast=0)
     x, target = data.batch(torch.arange(8), torch.Generator().manual_seed(1))
     for i in range(8):
         boxes, _ = decode(target[i], 8, 32.0, 0.5)
         x0, y0, x1, y1 = boxes[0].round().long().tolist()
         assert x[i, 0, y0 + 1:y1 - 1, x0 + 1:x1 - 1].min() > 0.8  # the bright square is inside its box
+
+
+def test_turned_scaled_and_shifted_pictures_keep_their_boxes_on_the_squares():
+    data = toy_set(16)
+    data.augment = AugmentConfig(rotate=30, scale=0.2, shift=0.1)
+    x = data.images.float() / 255
+    turned, boxes, ignore = data.warped(x, [b.clone() for b in data.boxes], [None] * 16,
+                                        torch.Generator().manual_seed(3))
+    checked = 0
+    for picture, b, g, before in zip(turned, boxes, ignore, data.boxes):
+        if len(b) == 0:  # moved mostly out of the picture: an ignore region instead
+            assert len(g) == 1
+            continue
+        bright = (picture[0] > 0.5).nonzero().float()  # (y, x) of the square's pixels
+        cy, cx = bright.mean(0).tolist()
+        (x0, y0, x1, y1), = b.tolist()
+        if x0 > 0 and y0 > 0 and x1 < 64 and y1 < 64:  # wholly inside: centre and size follow the square
+            assert abs((x0 + x1) / 2 - cx - 0.5) < 1.0 and abs((y0 + y1) / 2 - cy - 0.5) < 1.0
+            side = (before[0, 2] - before[0, 0]).item()
+            assert (x1 - x0) == pytest.approx(y1 - y0)
+            assert (x1 - x0) / side == pytest.approx(len(bright) ** 0.5 / side, rel=0.1)
+            checked += 1
+    assert checked >= 10
+
+
+def test_a_box_moved_out_of_the_picture_is_ignored_not_background():
+    data = toy_set(1)
+    data.boxes = [torch.tensor([[40.0, 20.0, 60.0, 40.0]])]
+    data.augment = AugmentConfig(rotate=0, scale=0, shift=0.5, flip=False, brightness=0, contrast=0)
+    for seed in range(20):  # some shift pushes the square more than half out of the picture
+        _, boxes, ignore = data.warped(data.images.float() / 255, [data.boxes[0].clone()], [None],
+                                       torch.Generator().manual_seed(seed))
+        if len(boxes[0]) == 0:
+            break
+    assert len(boxes[0]) == 0 and len(ignore[0]) == 1
+    assert {0.0, 64.0} & set(ignore[0][0].tolist())  # what is left inside, clipped at the edge
+    objectness = encode(boxes[0], 8, 8, 8, 32.0, ignore[0])[0]  # neither face nor background there
+    assert (objectness == -1).any() and not (objectness == 1).any()
 
 
 @pytest.mark.parametrize("objectness", ["bce", "l2"])

@@ -7,7 +7,7 @@ from cnnvision import checkpoint
 from cnnvision.data.augment import AugmentConfig
 from cnnvision.errors import InputError
 from cnnvision.nets import KeypointNet, KeypointNetConfig
-from cnnvision.solver import Solver, SolverConfig, WarmupSchedule
+from cnnvision.solver import Solver, SolverConfig, WarmupSchedule, WeightAverage
 
 
 def make_solver(faces32, out, epochs=2, **kw):
@@ -45,6 +45,47 @@ def test_resume_continues_exactly(faces32, tmp_path):
     assert resumed.step == straight.step
     for (name, a), b in zip(straight.net.state_dict().items(), resumed.net.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name} differs after resume")
+
+
+def test_weight_average_moves_towards_the_weights_by_one_minus_decay():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    average = WeightAverage(net, 0.9)
+    before = {k: v.clone() for k, v in average.net.state_dict().items()}
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    net.train()(torch.randn(4, 2))  # moves the batch-norm statistics and count
+    average.update(net, step=1000)  # past the warm-up: the decay itself
+    for name, mine in average.net.state_dict().items():
+        theirs = net.state_dict()[name]
+        expected = theirs if name.endswith("num_batches_tracked") else 0.9 * before[name] + 0.1 * theirs
+        torch.testing.assert_close(mine, expected, msg=name)
+    average.update(net, step=0)  # the first steps follow the weights closely: decay 1/10
+    torch.testing.assert_close(average.net[0].weight, 0.1 * (0.9 * before["0.weight"] + 0.1 * net[0].weight)
+                               + 0.9 * net[0].weight)
+    with pytest.raises(InputError, match="between 0 and 1"):
+        WeightAverage(net, 1.0)
+
+
+def test_ema_run_keeps_the_average_and_resumes_exactly(faces32, tmp_path):
+    straight = make_solver(faces32, tmp_path / "a", epochs=3, ema=0.8)
+    straight.fit()
+    first = make_solver(faces32, tmp_path / "b", epochs=3, ema=0.8, max_steps=3)  # "killed" after epoch 1
+    first.fit()
+    best = checkpoint.load(tmp_path / "b" / "best.pt")
+    last = checkpoint.load(tmp_path / "b" / "last.pt")
+    assert best["step"] == last["step"] == 3  # the first epoch is always the best so far
+    # last.pt holds both; best.pt the average, which is what was evaluated
+    for name, w in best["model"].items():
+        torch.testing.assert_close(w, last["average"][name], rtol=0, atol=0)
+    assert any(not torch.equal(w, last["model"][n]) for n, w in best["model"].items())
+    again = make_solver(faces32, None)
+    again.net.load_state_dict(best["model"])
+    assert again.evaluate()["rmse"] == pytest.approx(best["metrics"]["rmse"], rel=1e-5)
+    resumed = make_solver(faces32, tmp_path / "b", epochs=3, ema=0.8)
+    resumed.fit(resume=True)
+    for (name, a), b in zip(straight.average.net.state_dict().items(), resumed.average.net.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"average {name} differs after resume")
 
 
 def test_resume_needs_a_run(faces32, tmp_path):

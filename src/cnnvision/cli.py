@@ -27,6 +27,8 @@ def add_solver_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], help="default adamw")
     p.add_argument("--schedule", choices=["cosine", "step", "constant"], help="default cosine")
     p.add_argument("--weight-decay", type=float)
+    p.add_argument("--ema", type=float, metavar="DECAY",
+                   help="evaluate and keep a moving average of the weights, e.g. 0.999 (default off)")
     p.add_argument("--patience", type=int, help="early stopping after N epochs without improvement")
     p.add_argument("--seed", type=int)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="default auto: bf16 where the CPU has it")
@@ -36,7 +38,7 @@ def add_solver_args(p: argparse.ArgumentParser) -> None:
 
 
 def solver_overrides(a: argparse.Namespace) -> dict:
-    names = ["batch_size", "lr", "optimizer", "schedule", "weight_decay", "patience", "seed", "precision",
+    names = ["batch_size", "lr", "optimizer", "schedule", "weight_decay", "ema", "patience", "seed", "precision",
              "device", "log_every", "max_steps", "epochs"]
     return {n: getattr(a, n) for n in names if getattr(a, n, None) is not None}
 

@@ -12,6 +12,7 @@ best.pt or a metrics.csv one epoch behind last.pt, and ``resume`` repairs both f
 does the duplicate rows and lost best.pt that earlier versions could leave).
 """
 import contextlib
+import copy
 import csv
 import json
 import math
@@ -40,6 +41,7 @@ class SolverConfig:
     schedule: str = "cosine"      # cosine | step | constant, after a linear warm-up
     warmup_steps: int = 100       # steps of linear warm-up from 0
     clip_grad: float = 0.0        # max global gradient norm, 0 = no clipping
+    ema: float = 0.0              # decay of a moving average of the weights that is evaluated and kept, 0 = off
     patience: int = 0             # early stopping: epochs without a better val metric, 0 = off
     log_every: int = 10           # steps between log lines
     seed: int = 0                 # seeds the weights, the batch order and the augmentation
@@ -128,6 +130,29 @@ def evaluate(net, data, batch_size: int = 256, device=torch.device("cpu"), preci
     return net.metrics(predict(net, data, batch_size, device, precision, flip, channels_last, ctx), data)
 
 
+class WeightAverage:
+    """An exponential moving average of a net's weights and batch-norm statistics (Polyak
+    averaging). Each step moves it ``1 - decay`` of the way to the net's current weights (less at
+    first: the decay grows as (1 + step) / (10 + step) up to ``decay``), so it averages over about
+    ``1 / (1 - decay)`` steps and evens out the noise every batch leaves in the weights."""
+
+    def __init__(self, net, decay: float):
+        if not 0 < decay < 1:
+            raise InputError(f"--ema {decay}: the decay must lie between 0 and 1 (e.g. 0.999)")
+        self.decay = decay
+        self.net = copy.deepcopy(net).requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, net, step: int) -> None:
+        weight = 1 - min(self.decay, (1 + step) / (10 + step))
+        pairs = list(zip(self.net.state_dict().values(), net.state_dict().values()))
+        floats = [(mine, theirs) for mine, theirs in pairs if mine.is_floating_point()]
+        torch._foreach_lerp_([m for m, _ in floats], [t for _, t in floats], weight)
+        for mine, theirs in pairs:
+            if not mine.is_floating_point():  # batch counts
+                mine.copy_(theirs)
+
+
 class Solver:
     def __init__(self, net, train_set, val_set, cfg: SolverConfig, out_dir: str | Path | None = None,
                  run_config: dict | None = None):
@@ -138,6 +163,8 @@ class Solver:
             self.device = torch.device("cuda", self.ctx.local_rank)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.net = net.to(self.device, memory_format=self.memory_format)
+        # With ``ema``, the moving average of the weights is what is evaluated and kept as best.pt.
+        self.average = WeightAverage(self.net, cfg.ema) if cfg.ema else None
         # What the optimizer steps through: the net itself, or its DistributedDataParallel wrapper
         # whose backward averages gradients over the processes.
         self.model = torch.nn.parallel.DistributedDataParallel(self.net) if self.ctx.active else self.net
@@ -188,13 +215,22 @@ class Solver:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
+        if self.average is not None:
+            self.average.update(self.net, self.step)
         return loss.detach()
+
+    @property
+    def evaluated(self):
+        """The net that is evaluated and kept as best.pt: the weights' moving average, if any."""
+        return self.average.net if self.average is not None else self.net
 
     # -- state ---------------------------------------------------------------------------------
     def state(self, metrics: dict) -> dict:
+        averaged = {"average": {k: v.cpu() for k, v in self.average.net.state_dict().items()}} if self.average else {}
         return {
             "net": net_spec(self.net),
             "model": {k: v.cpu() for k, v in self.net.state_dict().items()},
+            **averaged,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "step": self.step, "epoch": self.epoch, "best": self.best, "bad_epochs": self.bad_epochs,
@@ -210,6 +246,8 @@ class Solver:
         if "optimizer" not in state:
             raise InputError(f"{path}: holds weights only, not a training state to resume")
         self.net.load_state_dict(state["model"])
+        if self.average is not None:  # a run that had none starts its average from the weights it resumes
+            self.average.net.load_state_dict(state.get("average", state["model"]))
         self.optimizer.load_state_dict(state["optimizer"])
         total = self.schedule.total
         self.scheduler.load_state_dict(state["scheduler"])
@@ -259,8 +297,9 @@ class Solver:
             print(f"{path} was lost by an earlier interrupted run; it now holds last.pt's weights (step {self.step})")
 
     def save_best(self, state: dict) -> None:
-        kept = ("net", "model", "metrics", "config", "epoch", "step")  # the weights, not the training state
-        checkpoint.save(self.out / "best.pt", {k: state[k] for k in kept})
+        kept = ("net", "metrics", "config", "epoch", "step")  # the weights, not the training state
+        weights = state.get("average", state["model"])  # the weights that were evaluated
+        checkpoint.save(self.out / "best.pt", {**{k: state[k] for k in kept}, "model": weights})
 
     def write_metrics_csv(self) -> None:
         """metrics.csv, rewritten whole from the rows last.pt holds: one row per epoch, always."""
@@ -361,7 +400,7 @@ class Solver:
             self.writer.add_scalar("train/examples_per_sec", rate, self.step)
 
     def evaluate(self) -> dict:
-        return evaluate(self.net, self.val_set, 256, self.device, self.cfg.precision, self.cfg.eval_flip,
+        return evaluate(self.evaluated, self.val_set, 256, self.device, self.cfg.precision, self.cfg.eval_flip,
                         self.cfg.channels_last, self.ctx)
 
     def record(self, label: int, metrics: dict, improved: bool) -> None:
@@ -390,7 +429,7 @@ class Solver:
         if not hasattr(self.net, "picture"):
             return None
         sample = self.val_set.subset(torch.arange(min(16, len(self.val_set))))
-        return self.net.picture(sample, predict(self.net, sample, device=self.device, precision=self.cfg.precision,
+        return self.net.picture(sample, predict(self.evaluated, sample, device=self.device, precision=self.cfg.precision,
                                                 channels_last=self.cfg.channels_last))
 
 

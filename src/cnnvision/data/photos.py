@@ -104,7 +104,7 @@ def split_photos(photos: list[str], val_fraction: float, seed: int = 0) -> tuple
     return sorted(perm[cut:]), sorted(perm[:cut])
 
 
-def _inside(boxes: np.ndarray, crop: tuple, size: int) -> tuple[np.ndarray, np.ndarray]:
+def split_at_edge(boxes: np.ndarray, crop: tuple, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Boxes in crop pixels, split into those mostly inside the crop (kept, clipped) and those cut
     by its edge (to be ignored: neither face nor background)."""
     if len(boxes) == 0:
@@ -161,8 +161,8 @@ def photo_crops(photos: list[Image.Image], boxes: list[np.ndarray], ignore: list
             y0 = rng.uniform(b[3] - side, b[1]) if side > face else b[1]
         crop = (x0, y0, x0 + side, y0 + side)
         pictures.append(imgs.crop_square(photos[i].convert(mode), crop, size))
-        kept, cut = _inside(boxes[i], crop, size)
-        extra = _inside(ignore[i], crop, size) if len(ignore[i]) else (np.zeros((0, 4)), np.zeros((0, 4)))
+        kept, cut = split_at_edge(boxes[i], crop, size)
+        extra = split_at_edge(ignore[i], crop, size) if len(ignore[i]) else (np.zeros((0, 4)), np.zeros((0, 4)))
         found.append(torch.from_numpy(kept))
         ignored.append(torch.from_numpy(np.concatenate([cut, *extra]).astype(np.float32).reshape(-1, 4)))
     images = np.stack(pictures)

@@ -14,9 +14,11 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from cnnvision import images as imgs
 from cnnvision.boxes import box_iou, encode
-from cnnvision.data.augment import AugmentConfig, jitter_colour, jitter_intensity, to_float
+from cnnvision.data.augment import (AugmentConfig, degrade, jitter_colour, jitter_intensity, random_transforms,
+                                    to_float, warp)
 from cnnvision.data.dataset import ImageSet, identities_from_names, identity_from_name
 from cnnvision.data.faces68 import parse_points_csv
+from cnnvision.data.photos import split_at_edge
 from cnnvision.errors import InputError
 
 
@@ -51,24 +53,49 @@ class DetectionDataset(ImageSet):
         return self
 
     def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None):
-        """float images (B, C, S, S) and targets (B, 5, S/stride, S/stride); training mirrors
-        half the pictures, jitters brightness, contrast and colour, and turns some grey."""
+        """float images (B, C, S, S) and targets (B, 5, S/stride, S/stride). Training turns,
+        scales, shifts and mirrors each picture (``warped``), jitters brightness, contrast and
+        colour, turns some grey, and blurs or adds noise as the augmentation asks."""
         x = to_float(self.images[idx])
         boxes = [self.boxes[i].clone() for i in idx.tolist()]
         ignore = [self.ignore[i].clone() for i in idx.tolist()] if self.ignore else [None] * len(boxes)
         if generator is not None and self.augment is not None:
-            mirror = torch.rand(len(boxes), generator=generator) < 0.5
-            x = torch.where(mirror[:, None, None, None], x.flip(-1), x)
-            for b, g, m in zip(boxes, ignore, mirror.tolist()):
-                for one in (b, g):
-                    if m and one is not None and len(one):
-                        one[:, [0, 2]] = self.size - one[:, [2, 0]]
+            x, boxes, ignore = self.warped(x, boxes, ignore, generator)
             x = jitter_intensity(x, self.augment, generator)
             if x.shape[1] == 3:
                 x = jitter_colour(x, generator)
+            if self.augment.occlude or self.augment.blur or self.augment.noise:
+                x = degrade(x, self.augment, generator)
         cells = -(-self.size // self.stride)
         target = torch.stack([encode(b, cells, cells, self.stride, self.scale, g) for b, g in zip(boxes, ignore)])
         return x, target
+
+    def warped(self, x: torch.Tensor, boxes: list, ignore: list, generator: torch.Generator):
+        """The pictures under one random similarity transform each (``augment``'s rotate, scale,
+        shift and flip). A box moves with its centre and keeps its upright square shape, scaled: a
+        face box is drawn upright around a turned face too. A box the move leaves mostly outside
+        the picture becomes an ignore region, as a face cut by a crop's edge is."""
+        A, t, mirror = random_transforms(len(x), self.augment, generator)
+        x, _ = warp(x, None, A, t, mirror, None)
+        zoom = torch.linalg.det(A).abs().sqrt()
+        frame = (0.0, 0.0, float(self.size), float(self.size))
+        moved_boxes, moved_ignore = [], []
+        for i, (b, g) in enumerate(zip(boxes, ignore)):
+            kept, cut = split_at_edge(self._moved(b, A[i], t[i], zoom[i]), frame, self.size)
+            regions = [cut]
+            if g is not None and len(g):
+                regions += split_at_edge(self._moved(g, A[i], t[i], zoom[i]), frame, self.size)
+            moved_boxes.append(torch.from_numpy(kept))
+            moved_ignore.append(torch.from_numpy(np.concatenate(regions).astype(np.float32).reshape(-1, 4)))
+        return x, moved_boxes, moved_ignore
+
+    def _moved(self, boxes: torch.Tensor, A: torch.Tensor, t: torch.Tensor, zoom: torch.Tensor) -> np.ndarray:
+        """Boxes (K, 4) in picture pixels (the picture spans 0 to size) under out = A @ p + t in
+        unit coordinates (-1 to 1 across the picture)."""
+        centre, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2 * zoom
+        unit = (centre * 2 / self.size - 1) @ A.T + t
+        centre = (unit + 1) * self.size / 2
+        return torch.cat([centre - half, centre + half], 1).numpy()
 
 
 def _read(csv_path: Path, images_dir: Path):
