@@ -63,8 +63,8 @@ def test_weight_average_moves_towards_the_weights_by_one_minus_decay():
     average.update(net, step=0)  # the first steps follow the weights closely: decay 1/10
     torch.testing.assert_close(average.net[0].weight, 0.1 * (0.9 * before["0.weight"] + 0.1 * net[0].weight)
                                + 0.9 * net[0].weight)
-    with pytest.raises(InputError, match="between 0 and 1"):
-        WeightAverage(net, 1.0)
+    with pytest.raises(InputError, match="below 1"):
+        SolverConfig(ema=1.0)
 
 
 def test_ema_run_keeps_the_average_and_resumes_exactly(faces32, tmp_path):

@@ -20,7 +20,7 @@ def tiny_runs(tmp_path):
     write_mnist(tmp_path / "mnist")
     csv_path, images = write_faces68(tmp_path, n=9)
     solver = ["--epochs", "1", "--batch-size", "8", "--lr", "3e-3", "--optimizer", "adam", "--schedule", "step",
-              "--weight-decay", "0.001", "--seed", "7", "--log-every", "3"]
+              "--weight-decay", "0.001", "--seed", "7", "--log-every", "3", "--ema", "0.99"]
     return [
         ("keypoints", KeypointTraining,
          ["--net", "kpnet", "--synthetic-count", "80", "--image-size", "48", "--width", "8", "--loss", "mse",

@@ -51,6 +51,10 @@ class SolverConfig:
     eval_flip: bool = True        # average predictions with the mirrored image's at evaluation
     max_steps: int = 0            # stop after this many steps (smoke runs), 0 = no limit
 
+    def __post_init__(self):
+        if not 0 <= self.ema < 1:
+            raise InputError(f"--ema {self.ema}: the decay must be at least 0 (off) and below 1, e.g. 0.999")
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -137,8 +141,6 @@ class WeightAverage:
     ``1 / (1 - decay)`` steps and evens out the noise every batch leaves in the weights."""
 
     def __init__(self, net, decay: float):
-        if not 0 < decay < 1:
-            raise InputError(f"--ema {decay}: the decay must lie between 0 and 1 (e.g. 0.999)")
         self.decay = decay
         self.net = copy.deepcopy(net).requires_grad_(False)
 
