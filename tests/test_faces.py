@@ -1,6 +1,7 @@
 """The photo pipeline: `cnnvision predict PHOTO...` with no model flags finds every face with the
 shipped detector and puts 68 landmarks on each."""
 import json
+import math
 
 import numpy as np
 import pytest
@@ -313,13 +314,51 @@ def test_the_landmark_check_drops_false_boxes_and_keeps_faces(shared):
     assert faces_kept >= 0.95 * faces and others_kept <= 0.5 * others, counts
 
 
+@pytest.mark.parametrize("angle", [0.0, 0.3, -0.8, 1.5])
+def test_a_turned_crop_and_its_points_map_back_to_the_photo(angle):
+    from cnnvision.images import crop_square, from_crop
+    photo = Image.new("L", (200, 160))
+    photo.paste(255, (120, 70, 123, 73))  # a 3x3 dot whose centre pixel is (121, 71)
+    box = (60, 30, 160, 130)
+    crop = crop_square(photo, box, 50, angle).astype(float)
+    ys, xs = np.nonzero(crop)
+    w = crop[ys, xs]
+    seen = np.array([(xs * w).sum() / w.sum(), (ys * w).sum() / w.sum()])
+    np.testing.assert_allclose(from_crop(seen[None], box, 50, angle)[0], [121, 71], atol=0.25)
+    if angle:  # the dot is elsewhere in the turned crop than in the plain one
+        plain = crop_square(photo, box, 50).astype(float)
+        assert np.abs(crop - plain).max() > 100
+
+
+def test_upright_square_frames_a_tilted_face_as_the_upright_one():
+    from cnnvision.apps.faces import face_roll, upright_square
+    rng = np.random.default_rng(0)
+    points = rng.uniform(60, 160, (68, 2))  # any 68 points, with the eyes level
+    points[36:42] = rng.normal((85, 90), 3, (6, 2))
+    points[42:48] = rng.normal((135, 90), 3, (6, 2))
+    upright = upright_square(points, face_roll(points), 0.15)
+    centre = points.mean(0)
+    for tilt in (0.35, -0.6):  # the same face turned about its centre
+        cos, sin = np.cos(tilt), np.sin(tilt)
+        turned = (points - centre) @ np.array([[cos, sin], [-sin, cos]]) + centre
+        roll = face_roll(turned)
+        assert roll == pytest.approx(face_roll(points) + tilt, abs=1e-6)
+        x0, y0, x1, y1 = upright_square(turned, roll, 0.15)
+        assert x1 - x0 == pytest.approx(upright[2] - upright[0])  # the same side
+        # its centre is the upright square's, turned with the face
+        u = np.array([(upright[0] + upright[2]) / 2, (upright[1] + upright[3]) / 2]) - centre
+        expected = np.array([cos * u[0] - sin * u[1], sin * u[0] + cos * u[1]]) + centre
+        np.testing.assert_allclose([(x0 + x1) / 2, (y0 + y1) / 2], expected, atol=1e-6)
+
+
 def test_a_second_landmark_pass_only_where_the_first_framing_moves(pipeline):
     """``refine_below``: each face of the sample photo gets the second pass's points where the
-    square around its first points overlaps the first square by less than that IoU, and keeps
-    its first points otherwise (above 1: every face refined; 0: none)."""
+    square around its first points (turned upright) overlaps the first square by less than that
+    IoU or the face tilts more than ``refine_tilt``, and keeps its first points otherwise (above
+    1: every face refined; 0 with no tilt limit: none)."""
     from importlib.resources import files
 
-    from cnnvision.apps.faces import REFINE_BELOW
+    from cnnvision.apps.faces import REFINE_BELOW, REFINE_TILT, face_roll, upright_square
     from cnnvision.boxes import box_iou
     from cnnvision.data.photos import extent_of, face_box
     from cnnvision.images import square_box
@@ -332,11 +371,11 @@ def test_a_second_landmark_pass_only_where_the_first_framing_moves(pipeline):
     boxes = torch.cat([found, torch.from_numpy(face_box(refined.landmarks_in([photo], [0] * len(found), found.tolist())))])
     owners = [0] * len(boxes)
 
-    def points(refine_below):
-        p = FacePipeline(pipeline.detector, pipeline.landmarks, refine_below=refine_below)
+    def points(refine_below, refine_tilt=REFINE_TILT):
+        p = FacePipeline(pipeline.detector, pipeline.landmarks, refine_below=refine_below, refine_tilt=refine_tilt)
         return p.landmarks_in([photo], owners, boxes.tolist(), spread=True)
 
-    (every, every_spread), (none, none_spread) = points(2.0), points(0.0)
+    (every, every_spread), (none, none_spread) = points(2.0), points(0.0, math.inf)
     assert not np.allclose(every, none)
     one_pass = FacePipeline(pipeline.detector, pipeline.landmarks, refine=False)
     first = one_pass.landmarks_in([photo], owners, boxes.tolist())
@@ -344,8 +383,9 @@ def test_a_second_landmark_pass_only_where_the_first_framing_moves(pipeline):
     # which faces the default refines follows from the first pass alone
     margin = pipeline.landmarks.cfg.margin
     squares = torch.tensor([square_box(*b, margin) for b in extent_of(boxes.numpy())], dtype=torch.float32)
-    again = torch.tensor([square_box(*p.min(0), *p.max(0), margin) for p in first], dtype=torch.float32)
-    moved = (box_iou(squares, again).diagonal() < REFINE_BELOW).numpy()
+    rolls = np.array([face_roll(p) for p in first])
+    again = torch.tensor([upright_square(p, r, margin) for p, r in zip(first, rolls)], dtype=torch.float32)
+    moved = (box_iou(squares, again).diagonal() < REFINE_BELOW).numpy() | (np.abs(rolls) > REFINE_TILT)
     assert 0 < moved.sum() < len(moved), moved  # the photo has faces of both kinds
     default, spread = points(REFINE_BELOW)
     for k in range(len(boxes)):

@@ -1,4 +1,5 @@
 """Reading user images of any format, size and mode, and cropping square face boxes."""
+import math
 from pathlib import Path
 
 import numpy as np
@@ -72,18 +73,25 @@ def square_box(x0: float, y0: float, x1: float, y1: float, margin: float = 0.0) 
     return cx - half, cy - half, cx + half, cy + half
 
 
-def crop_square(im: Image.Image, box, size: int) -> np.ndarray:
-    """The box's content resampled to size x size (zeros outside the image): (size, size[, 3]) uint8."""
+def crop_square(im: Image.Image, box, size: int, angle: float = 0.0) -> np.ndarray:
+    """The box's content resampled to size x size (zeros outside the image): (size, size[, 3]) uint8.
+    With ``angle`` (radians), the square is turned that much about its centre first: the crop's
+    x axis runs along that direction of the image (a tilted face comes out upright)."""
     x0, y0, x1, y1 = box
     scale = (x1 - x0) / size
-    # Affine map from output pixel to input pixel: in = out * scale + origin.
-    data = (scale, 0, x0, 0, scale, y0)
-    out = im.transform((size, size), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR)
+
+    def sampled(side: int) -> Image.Image:  # affine map from output pixel to input pixel
+        step = (x1 - x0) / side
+        if not angle:
+            data = (step, 0, x0, 0, step, y0)
+        else:
+            cos, sin = math.cos(angle) * step, math.sin(angle) * step
+            cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, side / 2
+            data = (cos, -sin, cx - (cos - sin) * half, sin, cos, cy - (sin + cos) * half)
+        return im.transform((side, side), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR)
     if scale > 2:  # heavy downscale: average first to avoid aliasing
-        big = im.transform((size * 2, size * 2), Image.Transform.AFFINE, (scale / 2, 0, x0, 0, scale / 2, y0),
-                           resample=Image.Resampling.BILINEAR)
-        out = big.resize((size, size), Image.Resampling.BOX)
-    return np.asarray(out)
+        return np.asarray(sampled(size * 2).resize((size, size), Image.Resampling.BOX))
+    return np.asarray(sampled(size))
 
 
 # Points use pixel-centre coordinates (pixel i's centre is at i), as the Kaggle and 68-point
@@ -96,10 +104,14 @@ def to_crop(points, box, size: int):
     return (points + 0.5 - origin) / scale - 0.5
 
 
-def from_crop(points, box, size: int):
-    """Inverse of ``to_crop``."""
-    x0, y0, x1, _ = box
+def from_crop(points, box, size: int, angle: float = 0.0):
+    """Inverse of ``to_crop``; with ``angle``, of a crop that ``crop_square`` turned by it."""
+    x0, y0, x1, y1 = box
     scale = (x1 - x0) / size
+    if angle:
+        cos, sin = math.cos(angle), math.sin(angle)
+        u, v = (points[..., 0] + 0.5 - size / 2) * scale, (points[..., 1] + 0.5 - size / 2) * scale
+        return np.stack([(x0 + x1) / 2 + cos * u - sin * v, (y0 + y1) / 2 + sin * u + cos * v], -1) - 0.5
     origin = np.array([x0, y0], dtype=np.float32) if not hasattr(points, "new_tensor") else points.new_tensor([x0, y0])
     return (points + 0.5) * scale + origin - 0.5
 

@@ -10,6 +10,7 @@ net in one batch. With ``refine``, the crop is made again around the first landm
 run once more, which undoes most of a detector box's misplacement.
 """
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,8 @@ MAX_SPREAD = 5.80
 # through the pipeline it skipped 173 of 418 second passes, and nme_detected went from 4.361% to
 # 4.375% (at 0.9: 69 skipped, 4.365%; at 0.8: 284, 4.465%).
 REFINE_BELOW = 0.85
+# A face whose eyes tilt more than this (radians) gets the second pass too, turned upright.
+REFINE_TILT = math.radians(15)
 
 
 @dataclass
@@ -130,7 +133,7 @@ class FacePipeline:
                  min_side: int = 96, level_step: float = 4.0, refine: bool = True, batch_size: int = 16,
                  flip: bool = False, precision: str = "auto", min_face: float | None = None, device: str = "cpu",
                  enlarge_to: int | None = None, runtime: str = "torch", max_spread: float | None = MAX_SPREAD,
-                 refine_below: float = REFINE_BELOW):
+                 refine_below: float = REFINE_BELOW, refine_tilt: float = REFINE_TILT):
         if detector.task != "detection":
             raise ValueError(f"the detector is a {detector.task} model")
         if landmarks.task != "keypoints" or landmarks.cfg.layout != "ibug68":
@@ -175,6 +178,8 @@ class FacePipeline:
         # ``refine_below``: a face's second pass is skipped where the first framed it this well
         # (IoU of the two squares); above 1, every face gets one. With ``flip`` every face does.
         self.refine_below = refine_below
+        # ``refine_tilt`` (radians): a face tilted more than this always gets the second pass, upright
+        self.refine_tilt = refine_tilt
         self.precision = precision
 
     @classmethod
@@ -235,26 +240,27 @@ class FacePipeline:
                 found.append((b[keep], sc[keep]))
         return found
 
-    def _crops(self, net, photos, owners, squares) -> torch.Tensor:
+    def _crops(self, net, photos, owners, squares, angles=None) -> torch.Tensor:
         cfg = net.cfg
         mode = "L" if cfg.in_channels == 1 else "RGB"
         grey = {}
         crops = []
-        for i, box in zip(owners, squares):
+        for k, (i, box) in enumerate(zip(owners, squares)):
             if i not in grey:
                 grey[i] = photos[i].convert(mode)
-            crops.append(imgs.crop_square(grey[i], box, cfg.image_size))
+            crops.append(imgs.crop_square(grey[i], box, cfg.image_size, 0.0 if angles is None else angles[k]))
         return _nchw(crops)
 
-    def _points(self, photos, owners, squares, flip: bool, spread: bool = False):
-        """(F, 68, 2) landmarks in photo pixels of the faces framed by ``squares``; with
-        ``spread``, also their heatmaps' spread (F,)."""
+    def _points(self, photos, owners, squares, flip: bool, spread: bool = False, angles=None):
+        """(F, 68, 2) landmarks in photo pixels of the faces framed by ``squares`` (turned by
+        ``angles`` about their centres, if given); with ``spread``, also their heatmaps' spread (F,)."""
         size = self.landmarks.cfg.image_size
         out, spreads = [], []
         with torch.inference_mode(), autocast(self.device, self.precision):
             for start in range(0, len(owners), self.batch_size):
-                x = self._crops(self.landmarks, photos, owners[start:start + self.batch_size],
-                                squares[start:start + self.batch_size]).to(self.device)
+                part = slice(start, start + self.batch_size)
+                x = self._crops(self.landmarks, photos, owners[part], squares[part],
+                                None if angles is None else angles[part]).to(self.device)
                 if spread:
                     found, s = self.landmarks.predict_spread(x, flip=flip)
                     spreads.append(s.float().cpu())
@@ -262,7 +268,8 @@ class FacePipeline:
                     found = self.landmarks.predict(x, flip=flip)
                 out.append(found.float().cpu())
         points = torch.cat(out).numpy()
-        points = np.stack([imgs.from_crop(p, sq, size) for p, sq in zip(points, squares)])
+        turns = [0.0] * len(squares) if angles is None else angles
+        points = np.stack([imgs.from_crop(p, sq, size, a) for p, sq, a in zip(points, squares, turns)])
         return (points, torch.cat(spreads).numpy()) if spread else points
 
     def landmarks_in(self, photos: list[Image.Image], owners: list[int], boxes: list, spread: bool = False):
@@ -279,13 +286,17 @@ class FacePipeline:
         # there), and its points stand where the new framing hardly differs (REFINE_BELOW).
         first = self._points(photos, owners, squares, False, spread)
         points, spreads = first if spread else (first, None)
-        # frame each face again as training did: around its (now estimated) points
-        again = [imgs.square_box(*p.min(0), *p.max(0), margin) for p in points]
+        # frame each face again as training did, around its (now estimated) points, and turned
+        # upright by the tilt of its eyes: the net was trained on faces tilted 30 degrees at most
+        rolls = np.array([face_roll(p) for p in points])
+        again = [upright_square(p, roll, margin) for p, roll in zip(points, rolls)]
         overlap = box_iou(torch.tensor(squares, dtype=torch.float32).reshape(-1, 4),
                           torch.tensor(again, dtype=torch.float32).reshape(-1, 4)).diagonal().numpy()
-        redo = np.arange(len(again)) if self.flip else np.flatnonzero(overlap < self.refine_below)
+        moved = (overlap < self.refine_below) | (np.abs(rolls) > self.refine_tilt)
+        redo = np.arange(len(again)) if self.flip else np.flatnonzero(moved)
         if len(redo):
-            second = self._points(photos, [owners[k] for k in redo], [again[k] for k in redo], self.flip, spread)
+            second = self._points(photos, [owners[k] for k in redo], [again[k] for k in redo], self.flip, spread,
+                                  angles=rolls[redo].tolist())
             if spread:
                 points[redo], spreads[redo] = second
             else:
@@ -398,6 +409,27 @@ def resize_to(im: Image.Image, width: int, height: int) -> Image.Image:
     canvas.paste(small, ((width - small.width) // 2, (height - small.height) // 2))
     return canvas
 
+
+
+def face_roll(points: np.ndarray) -> float:
+    """How far a face's 68 points are turned in the picture's plane, in radians: the direction
+    from the centre of its right eye (points 36-41) to that of its left (42-47); 0 when upright."""
+    dx, dy = points[42:48].mean(0) - points[36:42].mean(0)
+    return float(np.arctan2(dy, dx))
+
+
+def upright_square(points: np.ndarray, roll: float, margin: float) -> tuple[float, float, float, float]:
+    """The square (x0, y0, x1, y1) that, turned by ``roll`` about its centre (``crop_square``'s
+    ``angle``), frames the points as the landmark nets were trained: the square around their
+    extent in the face's own upright frame, widened by ``margin``."""
+    if not roll:
+        return imgs.square_box(*points.min(0), *points.max(0), margin)
+    cos, sin = np.cos(roll), np.sin(roll)
+    upright = points @ np.array([[cos, -sin], [sin, cos]])  # each point turned by -roll
+    x0, y0, x1, y1 = imgs.square_box(*upright.min(0), *upright.max(0), margin)
+    cx, cy = (x0 + x1) / 2 * cos - (y0 + y1) / 2 * sin, (x0 + x1) / 2 * sin + (y0 + y1) / 2 * cos
+    half = (x1 - x0) / 2
+    return cx - half, cy - half, cx + half, cy + half
 
 
 def face_boxes_of(detector, boxes: torch.Tensor) -> torch.Tensor:
