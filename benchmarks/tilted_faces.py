@@ -4,7 +4,7 @@ by +-ANGLE degrees (alternately), their 68 points turned with them, then ``evalu
 shipped, or with another ``--refine-tilt`` (degrees; -1: none, the tilt sends no face to the
 second pass).
 
-    python benchmarks/tilted_faces.py [--angle 30] [--detector CKPT] [--refine-tilt DEG]
+    python benchmarks/tilted_faces.py [--angle 30] [--detector CKPT] [--threshold T] [--refine-tilt DEG]
 """
 import argparse
 import json
@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--angle", type=float, default=30.0)
     ap.add_argument("--detector", help="a detector checkpoint (default: the shipped face-detector)")
     ap.add_argument("--refine-tilt", type=float, help="degrees (default: the pipeline's); -1: none")
+    ap.add_argument("--threshold", type=float, help="lowest detector score kept (default: the pipeline's)")
     a = ap.parse_args()
     net = checkpoint.load_net(pretrained=LANDMARKS)
     csv = DATA / "training_keypoints.csv"
@@ -59,11 +60,11 @@ def main() -> None:
             photo, moved[idx] = turned(imgs.open_image(DATA / "images" / name, 3), points[idx], angle)
             (Path(folder) / name).parent.mkdir(parents=True, exist_ok=True)
             photo.save(Path(folder) / name)
-        options = {}
+        options = {"threshold": a.threshold}
         if a.refine_tilt is not None:
             options["refine_tilt"] = math.inf if a.refine_tilt < 0 else math.radians(a.refine_tilt)
         found = evaluate_landmarks_on_photos(FacePipeline(detector, net, **options), folder, val.names, moved)
-    result = {"angle": a.angle, "faces": len(val.names), "refine_tilt": a.refine_tilt,
+    result = {"angle": a.angle, "faces": len(val.names), "refine_tilt": a.refine_tilt, "threshold": a.threshold,
               **{k: round(found[k], 5) for k in ("detected", "nme_detected", "detected_failure10")}}
     print(json.dumps(result, indent=1))
 
