@@ -141,6 +141,21 @@ def test_photo_crops_keep_faces_and_ignore_cut_ones():
     assert any(len(g) for g in ignored)
 
 
+def test_photo_crops_around_boxes_taller_than_wide():
+    """A hard negative (or a drawn box) three times taller than wide: the squares framed around it
+    hold all of it where they are large enough, and cutting them does not fail (it did: 'high -
+    low < 0' when the square was wider than the box but not as tall)."""
+    rng = np.random.default_rng(1)
+    photo = Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    tall = np.array([[200, 40, 230, 130]], np.float32)
+    for hard_share in (0.0, 1.0):  # as a labelled face, and as a hard negative
+        images, found, _ = photo_crops([photo], [tall if not hard_share else np.zeros((0, 4), np.float32)],
+                                       [np.zeros((0, 4), np.float32)], 30, size=64, seed=0, empty=0.0,
+                                       hard=[tall], hard_share=hard_share)
+        assert images.shape == (30, 3, 64, 64)
+    assert sum(len(f) for f in found) == 0  # hard negatives hold no face
+
+
 def test_web_faces_reader_and_photo_split(tmp_path):
     header = "image,box_x0,box_y0,box_x1,box_y1," + ",".join(f"x{i},y{i}" for i in range(21))
     row = lambda name, x: f"{name},{x},10,{x + 30},40," + ",".join(["20"] * 42)  # noqa: E731

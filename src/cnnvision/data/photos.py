@@ -136,16 +136,22 @@ def photo_crops(photos: list[Image.Image], boxes: list[np.ndarray], ignore: list
     with_hard = [i for i, b in enumerate(hard or []) if len(b)]
     pictures, found, ignored = [], [], []
     mode = "L" if channels == 1 else "RGB"
+
+    def around(b: np.ndarray, face: float) -> tuple[float, float, float]:
+        """A square holding box ``b``, placed at random, in which a face ``face`` px wide is drawn
+        at a random size: its corner and side."""
+        target = float(np.exp(rng.uniform(np.log(smallest), np.log(size * largest))))
+        side = face * size / target
+        x0 = rng.uniform(b[2] - side, b[0]) if side > b[2] - b[0] else b[0]
+        y0 = rng.uniform(b[3] - side, b[1]) if side > b[3] - b[1] else b[1]  # a box taller than wide
+        return x0, y0, side
+
     for _ in range(count):
         draw = rng.random()
         if with_hard and draw < hard_share:
             i = with_hard[int(rng.integers(len(with_hard)))]
             b = hard[i][int(rng.integers(len(hard[i])))]
-            face = max(b[2] - b[0], 4.0)
-            target = float(np.exp(rng.uniform(np.log(smallest), np.log(size * largest))))
-            side = face * size / target
-            x0 = rng.uniform(b[2] - side, b[0]) if side > face else b[0]
-            y0 = rng.uniform(b[3] - side, b[1]) if side > face else b[1]
+            x0, y0, side = around(b, max(b[2] - b[0], 4.0))
         elif draw < hard_share + empty or not with_faces:
             i = int(rng.integers(len(photos)))
             w, h = photos[i].size
@@ -154,11 +160,7 @@ def photo_crops(photos: list[Image.Image], boxes: list[np.ndarray], ignore: list
         else:
             i = with_faces[int(rng.integers(len(with_faces)))]
             b = boxes[i][int(rng.integers(len(boxes[i])))]
-            face = b[2] - b[0]
-            target = float(np.exp(rng.uniform(np.log(smallest), np.log(size * largest))))
-            side = face * size / target
-            x0 = rng.uniform(b[2] - side, b[0]) if side > face else b[0]
-            y0 = rng.uniform(b[3] - side, b[1]) if side > face else b[1]
+            x0, y0, side = around(b, b[2] - b[0])
         crop = (x0, y0, x0 + side, y0 + side)
         pictures.append(imgs.crop_square(photos[i].convert(mode), crop, size))
         kept, cut = split_at_edge(boxes[i], crop, size)
