@@ -55,12 +55,12 @@ def test_weight_average_moves_towards_the_weights_by_one_minus_decay():
         for p in net.parameters():
             p.add_(1.0)
     net.train()(torch.randn(4, 2))  # moves the batch-norm statistics and count
-    average.update(net, step=1000)  # past the warm-up: the decay itself
+    average.update(step=1000)  # past the warm-up: the decay itself
     for name, mine in average.net.state_dict().items():
         theirs = net.state_dict()[name]
         expected = theirs if name.endswith("num_batches_tracked") else 0.9 * before[name] + 0.1 * theirs
         torch.testing.assert_close(mine, expected, msg=name)
-    average.update(net, step=0)  # the first steps follow the weights closely: decay 1/10
+    average.update(step=0)  # the first steps follow the weights closely: decay 1/10
     torch.testing.assert_close(average.net[0].weight, 0.1 * (0.9 * before["0.weight"] + 0.1 * net[0].weight)
                                + 0.9 * net[0].weight)
     with pytest.raises(InputError, match="below 1"):

@@ -143,16 +143,17 @@ class WeightAverage:
     def __init__(self, net, decay: float):
         self.decay = decay
         self.net = copy.deepcopy(net).requires_grad_(False)
+        # the tensors of both, paired once: the optimizer and load_state_dict change them in place
+        pairs = list(zip(self.net.state_dict().values(), net.state_dict().values()))
+        self.floats = ([m for m, _ in pairs if m.is_floating_point()], [t for m, t in pairs if m.is_floating_point()])
+        self.counts = [(m, t) for m, t in pairs if not m.is_floating_point()]  # batch counts
 
     @torch.no_grad()
-    def update(self, net, step: int) -> None:
-        weight = 1 - min(self.decay, (1 + step) / (10 + step))
-        pairs = list(zip(self.net.state_dict().values(), net.state_dict().values()))
-        floats = [(mine, theirs) for mine, theirs in pairs if mine.is_floating_point()]
-        torch._foreach_lerp_([m for m, _ in floats], [t for _, t in floats], weight)
-        for mine, theirs in pairs:
-            if not mine.is_floating_point():  # batch counts
-                mine.copy_(theirs)
+    def update(self, step: int) -> None:
+        """Move the average towards the weights of the net it was made from."""
+        torch._foreach_lerp_(*self.floats, 1 - min(self.decay, (1 + step) / (10 + step)))
+        for mine, theirs in self.counts:
+            mine.copy_(theirs)
 
 
 class Solver:
@@ -218,7 +219,7 @@ class Solver:
         self.scheduler.step()
         self.step += 1
         if self.average is not None:
-            self.average.update(self.net, self.step)
+            self.average.update(self.step)
         return loss.detach()
 
     @property
