@@ -20,6 +20,29 @@ def test_shapes_finite_and_every_parameter_gets_a_gradient(arch, layout, channel
         assert p.grad is not None and p.grad.abs().sum() > 0, f"{name} got no gradient"
 
 
+def test_a_deeper_hourglass_starts_as_the_shallower_one_it_was_built_from():
+    """depth adds zero-initialised residual blocks after the hourglass's joins: the shallower
+    net's weights load into it unchanged, the two place the same points, and training reaches
+    the new blocks."""
+    torch.manual_seed(0)
+    shallow = KeypointNet(KeypointNetConfig(arch="hourglass", layout="ibug68", image_size=32, width=4))
+    for p in shallow.parameters():
+        p.data += 0.1 * torch.randn_like(p)
+    deep = KeypointNet(KeypointNetConfig(arch="hourglass", layout="ibug68", image_size=32, width=4, depth=2))
+    missing, unexpected = deep.load_state_dict(shallow.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith(("model.more8.", "model.more4.")) for k in missing)
+    x = torch.rand(2, 1, 32, 32)
+    shallow.eval(), deep.eval()
+    with torch.no_grad():
+        assert torch.equal(deep(x), shallow(x))
+    deep.train()
+    deep.loss(deep(x), torch.rand(2, 68, 2) * 32).backward()
+    assert deep.model.more4[0].body[-1][-1].weight.grad.abs().sum() > 0  # the zeroed scale learns first
+    for cfg in (dict(arch="kpheat", depth=1), dict(arch="hourglass", depth=5)):
+        with pytest.raises(ValueError, match="depth"):
+            KeypointNet(KeypointNetConfig(**cfg))
+
+
 def test_basic_cnn_is_the_tutorials_net():
     net = KeypointNet(KeypointNetConfig(arch="basic_cnn"))
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]

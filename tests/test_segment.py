@@ -276,7 +276,8 @@ def test_cli_train_evaluate_predict(run68, tmp_path, capsys):
     (["--task", "segmentation", "--class-weights", "1,2"], "2 values for the 5 classes"),
     (["--task", "segmentation", "--class-weights", "1,x"], "expected numbers separated by commas"),
     (["--task", "segmentation", "--aux-points", "-1"], "--aux-points -1.0: a loss weight cannot be negative"),
-    (["--depth", "4"], "--depth applies to segmentation and detection only"),
+    (["--depth", "4"], "--depth applies to segmentation, detection and keypoints' --net hourglass only"),
+    (["--net", "kpnet", "--depth", "1"], "--depth applies to segmentation, detection and keypoints' --net hourglass only"),
     (["--task", "detection", "--aux-points", "1"], "--aux-points applies to segmentation only"),
     (["--class-weights", "1,1,1,1,1"], "--class-weights applies to segmentation only"),
 ])

@@ -23,7 +23,8 @@ def tiny_runs(tmp_path):
               "--weight-decay", "0.001", "--seed", "7", "--log-every", "3", "--ema", "0.99"]
     return [
         ("keypoints", KeypointTraining,
-         ["--net", "kpnet", "--synthetic-count", "80", "--image-size", "48", "--width", "8", "--loss", "mse",
+         ["--net", "hourglass", "--depth", "1", "--synthetic-count", "80", "--image-size", "48", "--width", "8",
+          "--loss", "mse",
           "--val-fraction", "0.2", "--augment", "rotate=5,shift=0.02"]),
         ("segmentation", SegmenterTraining,
          ["--task", "segmentation", "--data", str(csv_path), "--images", str(images), "--image-size", "32",
@@ -39,7 +40,8 @@ def tiny_runs(tmp_path):
 
 
 GIVEN = {  # the settings tiny_runs moves away from their defaults
-    "keypoints": {"net", "synthetic_count", "image_size", "width", "loss", "val_fraction", "augment", "solver"},
+    "keypoints": {"net", "synthetic_count", "image_size", "width", "depth", "loss", "val_fraction", "augment",
+                  "solver"},
     "segmentation": {"data", "images", "image_size", "width", "depth", "loss", "class_weights", "aux_points",
                      "val_fraction", "augment", "use_cache", "solver"},
     "detection": {"data", "images", "scene_count", "image_size", "width", "depth", "strided", "objectness_loss",

@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, choices=[1, 3], default=1, help="1 grey or 3 colour (68-point data)")
     p.add_argument("--width", type=int, help="first-stage channels (default 24; segnet 16)")
     p.add_argument("--depth", type=int, help="segmentation: halvings in segnet's encoder (default 3, stride 8); detection: "
-                        "convolutions at strides 8 and 32 (default 1; more add residual blocks)")
+                        "convolutions at strides 8 and 32 (default 1; more add residual blocks); hourglass: residual "
+                        "blocks after each join (default 0)")
     p.add_argument("--strided", type=int, choices=[0, 1, 2],
                    help="detection: the first N stages convolve at stride 2 instead of pooling after "
                         "(default 0; 2 is a third faster at 640x480, and --init from a plain detector fits it)")
@@ -281,8 +282,9 @@ def train(a: argparse.Namespace) -> int:
     task = train_task(a)
     if task not in ("keypoints", "detection"):
         single_source(a)
-    if task not in ("segmentation", "detection") and a.depth is not None:
-        raise InputError("--depth applies to segmentation and detection only (add --task)")
+    deepened = task in ("segmentation", "detection") or task == "keypoints" and a.net == "hourglass"
+    if a.depth is not None and not deepened:
+        raise InputError("--depth applies to segmentation, detection and keypoints' --net hourglass only")
     if task != "detection" and a.strided is not None:
         raise InputError("--strided applies to detection only (add --task detection)")
     if task != "segmentation":
@@ -353,7 +355,7 @@ def train_keypoints(a: argparse.Namespace) -> None:
         raise InputError(f"--images given {len(a.images)} times for one --data")
     training = KeypointTraining(
         data=data, images=images, net=net, val_fraction=a.val_fraction, image_size=a.image_size or 96,
-        channels=a.channels, width=a.width or 24, loss=a.loss or "l1", skip_bad_rows=a.skip_bad_rows,
+        channels=a.channels, width=a.width or 24, depth=a.depth or 0, loss=a.loss or "l1", skip_bad_rows=a.skip_bad_rows,
         use_cache=not a.no_cache, augment=train_augment(a), synthetic_count=a.synthetic_count,
         shares=parse_shares(a.share), init=a.init, solver=solver_overrides(a))
     data_name = "+".join(Path(d).name.split(".")[0] for d in a.data) if a.data else "synthetic"

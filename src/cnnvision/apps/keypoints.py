@@ -35,6 +35,7 @@ class KeypointTraining:
     image_size: int = 96                # crop side for 68-point data
     channels: int = 1                   # 1 grey, 3 colour
     width: int = 24                     # first-stage channels
+    depth: int = 0                      # hourglass: residual blocks added after each join
     loss: str = "l1"                    # l1 | mse | smooth_l1, on unit coordinates
     skip_bad_rows: bool = False
     use_cache: bool = True
@@ -61,7 +62,7 @@ def train(training: KeypointTraining, out: str | Path = "runs/keypoints", resume
         aug = make_augment(t.augment, AugmentConfig())
         train_set.augment = aug
         net_cfg = KeypointNetConfig(arch=t.net, layout=dataset.layout.name, in_channels=dataset.channels,
-                                    image_size=dataset.size, width=t.width, loss=t.loss)
+                                    image_size=dataset.size, width=t.width, depth=t.depth, loss=t.loss)
         cfg = solver_config(t.solver)
         torch.manual_seed(cfg.seed)
         model = KeypointNet(net_cfg)

@@ -12,7 +12,7 @@ from torch import nn
 from cnnvision.data.augment import pixels_to_unit, unit_to_pixels
 from cnnvision.data.layouts import get_layout
 from cnnvision.viz import face_grid
-from cnnvision.layers import conv, conv_output_size, conv_relu, deconv, linear_relu, pool, xavier_init
+from cnnvision.layers import Residual, conv, conv_output_size, conv_relu, deconv, linear_relu, pool, xavier_init
 
 
 class BasicCNN(nn.Module):
@@ -161,9 +161,11 @@ class HourglassNet(nn.Module):
     """``kpheat`` with a deeper encoder: down to S/16, where a 3x3 cell sees the whole face (the
     jaw line needs that context on a blurred frame), then two bilinear-initialised
     deconvolutions back to S/4, each joined with the encoder's features of that resolution
-    (an hourglass), then one heatmap per point read off by soft-argmax."""
+    (an hourglass), then one heatmap per point read off by soft-argmax. ``depth`` adds that many
+    residual blocks after each join (S/8 and S/4), zero-initialised: a shallower net's weights
+    (``--init``) load unchanged and the deeper net starts from its function."""
 
-    def __init__(self, in_channels: int, image_size: int, points: int, width: int = 24):
+    def __init__(self, in_channels: int, image_size: int, points: int, width: int = 24, depth: int = 0):
         super().__init__()
         w = width
         self.down4 = nn.Sequential(  # (B, C, S, S) -> (B, 4w, S/4, S/4)
@@ -182,13 +184,16 @@ class HourglassNet(nn.Module):
         self.fuse8 = conv_relu(8 * w, 8 * w, 3, batch_norm=True)
         self.up4 = nn.Sequential(conv_relu(8 * w, 4 * w, 1, batch_norm=True), deconv(4 * w, 4 * w, 2, bilinear=True))
         self.fuse4 = conv_relu(4 * w, 4 * w, 3, batch_norm=True)
+        # empty at depth 0, so the first hourglasses' weights load as they were
+        self.more8 = nn.Sequential(*[Residual(8 * w) for _ in range(depth)])
+        self.more4 = nn.Sequential(*[Residual(4 * w) for _ in range(depth)])
         add_heatmap_head(self, 4 * w, points, image_size)
 
     def forward(self, x, spread: bool = False):
         s4 = self.down4(x)                                  # (B, 4w, S/4, S/4)
         s8 = self.down8(s4)                                 # (B, 8w, S/8, S/8)
-        y8 = self.fuse8(self.up8(self.down16(s8)) + s8)     # (B, 8w, S/8, S/8)
-        y4 = self.fuse4(self.up4(y8) + s4)                  # (B, 4w, S/4, S/4)
+        y8 = self.more8(self.fuse8(self.up8(self.down16(s8)) + s8))  # (B, 8w, S/8, S/8)
+        y4 = self.more4(self.fuse4(self.up4(y8) + s4))               # (B, 4w, S/4, S/4)
         return soft_argmax(self.heatmaps(y4), self.grid, spread)  # (B, 2K)[, (B,)]
 
 
@@ -200,6 +205,7 @@ class KeypointNetConfig:
     image_size: int = 96      # side of the square face crop
     width: int = 24           # kpnet: channels of the first stage
     dropout: float = 0.3      # kpnet: dropout in the head
+    depth: int = 0            # hourglass: residual blocks added after each join (0-4)
     loss: str = "l1"          # l1 (measured best) | mse (the tutorial's L2) | smooth_l1, on unit coordinates
     margin: float = 0.15      # 68-point crops: extra around the points' extent, a fraction of its side
                               # (checkpoints from before it was recorded load with this value)
@@ -230,11 +236,13 @@ class KeypointNet(nn.Module):
         elif cfg.arch == "kpheat":
             self.model = HeatmapNet(cfg.in_channels, cfg.image_size, self.layout.num_points, cfg.width)
         elif cfg.arch == "hourglass":
-            self.model = HourglassNet(cfg.in_channels, cfg.image_size, self.layout.num_points, cfg.width)
+            self.model = HourglassNet(cfg.in_channels, cfg.image_size, self.layout.num_points, cfg.width, cfg.depth)
         else:
             raise ValueError(f"unknown keypoint net {cfg.arch!r} (use basic_cnn, kpnet, kpheat or hourglass)")
         if cfg.loss not in ("mse", "l1", "smooth_l1"):
             raise ValueError(f"unknown loss {cfg.loss!r} (use mse, l1 or smooth_l1)")
+        if cfg.depth and cfg.arch != "hourglass" or not 0 <= cfg.depth <= 4:
+            raise ValueError(f"keypoint net depth {cfg.depth}: 0 to 4, and only for the hourglass")
 
     def forward(self, x):
         return self.model(x)  # (B, 2K) unit coordinates
