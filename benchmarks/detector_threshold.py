@@ -11,7 +11,7 @@ figures it is judged by): the largest spread of the faces found there, less the 
 share of them.
 
     python benchmarks/detector_threshold.py [--detector CKPT] [--thresholds 0.5,0.7,0.8,0.9] [--lose 0.01]
-        [--precision auto|fp32|bf16] [--level-step 4.0]
+        [--precision auto|fp32|bf16] [--level-step 4.0] [--enlarge-to 640]
 """
 import argparse
 from pathlib import Path
@@ -63,10 +63,13 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--level-step", type=float, help="scale between the search's pyramid levels "
                     "(default: the pipeline's)")
+    ap.add_argument("--enlarge-to", type=int, help="photos shorter than this (longer side) are enlarged "
+                    "towards it, at most ENLARGE_MOST times (default: the pipeline's)")
     a = ap.parse_args()
     detector = checkpoint.load_net(a.detector, None if a.detector else DETECTOR)
     pipeline = FacePipeline(detector, checkpoint.load_net(pretrained=LANDMARKS), threshold=0.05, precision=a.precision,
-                            **({"level_step": a.level_step} if a.level_step else {}))
+                            **({"level_step": a.level_step} if a.level_step else {}),
+                            **({"enlarge_to": a.enlarge_to} if a.enlarge_to else {}))
     thresholds = [float(t) for t in a.thresholds.split(",")]
     lowest = min(thresholds)
 
@@ -92,7 +95,7 @@ def main() -> None:
     print(f"{len(frames)} held-out frames; {len(held)} web validation photos, "
           f"{sum(m.shape[1] for _, m in held)} faces; {len(crops)} face-free squares; spread limits "
           f"from {len(trained_on)} web training photos (shipped MAX_SPREAD: {MAX_SPREAD}); precision {a.precision}, "
-          f"pyramid levels {pipeline.level_step:g} apart")
+          f"pyramid levels {pipeline.level_step:g} apart, photos enlarged towards {pipeline.enlarge_to} px")
     for t in thresholds:
         true = np.concatenate([r[(r[:, 0] >= t) & (r[:, 1] >= 0.5), 2] for r, _ in trained_on])
         chosen = float(np.quantile(true, 1 - a.lose))

@@ -86,8 +86,8 @@ def shipped_net_beside_labellers(pairs, held_out_names: set) -> None:
     index = {name: i for i, name in enumerate(faces.names)}
     held = [p for p in pairs if p[1] in held_out_names and p[1] in index]
     predicted = predict(net, faces.subset([index[p[1]] for p in held])).argmax(1).to(torch.uint8).numpy()
-    print(f"held-out people's frames labelled twice, most alike first | pairs | second labelling vs first | "
-          f"face-parts vs first | face-parts vs second")
+    print("held-out people's frames labelled twice, most alike first | pairs | second labelling vs first | "
+          "face-parts vs first | face-parts vs second")
     for share in (0.25, 0.5, 1.0):
         n = max(10, round(len(held) * share))
         first = [rasterise(m, SIZE) for _, _, m, _ in held[:n]]

@@ -177,3 +177,13 @@ def test_68_point_data_end_to_end(tmp_path, capsys):
     assert metrics["count"] == 12 and metrics["nme"] > 0 and metrics["rmse"] > 0
     # noise pictures hold no face the detector finds: nothing to score through it, written as null
     assert metrics["detected"] == 0 and metrics["nme_detected"] is None
+
+
+def test_predict_help_states_the_pipelines_own_defaults(capsys):
+    """The help gives --threshold's and --max-spread's defaults as text: it must follow the
+    pipeline's values when a reshipped detector changes them."""
+    from cnnvision.apps.faces import MAX_SPREAD, THRESHOLD
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(default {THRESHOLD})" in text and f"(default {MAX_SPREAD};" in text
