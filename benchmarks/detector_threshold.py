@@ -11,7 +11,10 @@ figures it is judged by): the largest spread of the faces found there, less the 
 share of them.
 
     python benchmarks/detector_threshold.py [--detector CKPT] [--thresholds 0.5,0.7,0.8,0.9] [--lose 0.01]
-        [--precision auto|fp32|bf16] [--level-step 4.0] [--enlarge-to 640]
+        [--precision auto|fp32|bf16] [--level-step 4.0] [--enlarge-to 640] [--sure 0.95,0.98]
+
+With ``--sure``, the shipped limit is also measured with detections scoring that much or more
+kept whatever their spread (the pipeline's ``SURE``).
 """
 import argparse
 from pathlib import Path
@@ -43,12 +46,12 @@ def scored(pipeline, photo, truth, lowest):
     return np.stack([scores.numpy(), best, spread], 1), overlap >= 0.5
 
 
-def figures(pictures, t, limit):
+def figures(pictures, t, limit, sure=np.inf):
     """Faces found (share of true boxes matched) and other boxes per picture at threshold ``t``
-    and spread ``limit`` (None: no check)."""
+    and spread ``limit`` (None: no check), which detections scoring ``sure`` or more skip."""
     hit = faces = false = 0
     for rows, matches in pictures:
-        kept = (rows[:, 0] >= t) & (rows[:, 2] <= (np.inf if limit is None else limit))
+        kept = (rows[:, 0] >= t) & ((rows[:, 2] <= (np.inf if limit is None else limit)) | (rows[:, 0] >= sure))
         hit += int(matches[kept].any(0).sum()) if matches.shape[1] else 0
         faces += matches.shape[1]
         false += int((kept & (rows[:, 1] < 0.5)).sum())
@@ -65,6 +68,8 @@ def main() -> None:
                     "(default: the pipeline's)")
     ap.add_argument("--enlarge-to", type=int, help="photos shorter than this (longer side) are enlarged "
                     "towards it, at most ENLARGE_MOST times (default: the pipeline's)")
+    ap.add_argument("--sure", default="", help="scores above which a detection skips the spread check, "
+                    "each measured with the shipped limit (e.g. 0.95,0.98)")
     a = ap.parse_args()
     detector = checkpoint.load_net(a.detector, None if a.detector else DETECTOR)
     pipeline = FacePipeline(detector, checkpoint.load_net(pretrained=LANDMARKS), threshold=0.05, precision=a.precision,
@@ -99,11 +104,14 @@ def main() -> None:
     for t in thresholds:
         true = np.concatenate([r[(r[:, 0] >= t) & (r[:, 1] >= 0.5), 2] for r, _ in trained_on])
         chosen = float(np.quantile(true, 1 - a.lose))
-        for limit in (None, chosen) + ((MAX_SPREAD,) if MAX_SPREAD else ()):
-            found, others = figures(frames, t, limit)
-            recall, false = figures(held, t, limit)
-            _, boxes_on_crops = figures(on_crops, t, limit)
-            check = "no spread check     " if limit is None else f"spread <= {limit:.3f}    "
+        sures = [float(x) for x in a.sure.split(",") if x]
+        checks = [(None, np.inf), (chosen, np.inf), (MAX_SPREAD, np.inf)] + [(MAX_SPREAD, x) for x in sures]
+        for limit, sure in checks:
+            found, others = figures(frames, t, limit, sure)
+            recall, false = figures(held, t, limit, sure)
+            _, boxes_on_crops = figures(on_crops, t, limit, sure)
+            check = ("no spread check     " if limit is None else f"spread <= {limit:.3f}    "
+                     + (f"unless >= {sure:.2f}" if sure <= 1 else ""))
             print(f"threshold {t:.2f}, {check}: frames found {found:.4f}, other boxes a frame {others:.3f}; "
                   f"web recall50 {recall:.4f}, false a photo {false:.3f}; boxes a face-free square "
                   f"{boxes_on_crops:.3f}")

@@ -392,3 +392,23 @@ def test_a_second_landmark_pass_only_where_the_first_framing_moves(pipeline):
         expected, expected_spread = (every[k], every_spread[k]) if moved[k] else (none[k], none_spread[k])
         np.testing.assert_allclose(default[k], expected, atol=1e-3)
         assert spread[k] == pytest.approx(expected_spread, abs=1e-4)
+
+
+def test_a_detection_the_detector_is_sure_of_skips_the_spread_check(pipeline):
+    """``sure``: detections scoring that much or more are kept whatever their heatmaps' spread;
+    the others still answer to ``max_spread``."""
+    from importlib.resources import files
+    photo = Image.open(files("cnnvision") / "samples" / "faces.jpg").convert("RGB")
+    detections = [(torch.tensor([[10.0, 10, 60, 60], [100, 20, 150, 70], [200, 40, 260, 100]]),
+                   torch.tensor([0.99, 0.97, 0.6]))]
+
+    def kept(**options):
+        p = FacePipeline(pipeline.detector, pipeline.landmarks, **options)
+        (_, scores), = p.find([photo], detections)
+        return scores.tolist()
+
+    strict = {"max_spread": -1.0}  # a limit no heatmap meets: only the check's exceptions stay
+    assert kept(**strict, sure=2.0) == []
+    assert kept(**strict, sure=0.98) == pytest.approx([0.99])
+    assert kept(**strict, sure=0.9) == pytest.approx([0.99, 0.97])
+    assert kept(max_spread=None, sure=2.0) == pytest.approx([0.99, 0.97, 0.6])
