@@ -77,6 +77,7 @@ def main() -> None:
                             **({"enlarge_to": a.enlarge_to} if a.enlarge_to else {}))
     thresholds = [float(t) for t in a.thresholds.split(",")]
     lowest = min(thresholds)
+    sures = [float(x) for x in a.sure.split(",") if x]
 
     names, points = held_out_rows(DATA / "training_frames_keypoints.csv", 0.15)
     frames = []
@@ -104,7 +105,6 @@ def main() -> None:
     for t in thresholds:
         true = np.concatenate([r[(r[:, 0] >= t) & (r[:, 1] >= 0.5), 2] for r, _ in trained_on])
         chosen = float(np.quantile(true, 1 - a.lose))
-        sures = [float(x) for x in a.sure.split(",") if x]
         checks = [(None, np.inf), (chosen, np.inf), (MAX_SPREAD, np.inf)] + [(MAX_SPREAD, x) for x in sures]
         for limit, sure in checks:
             found, others = figures(frames, t, limit, sure)
