@@ -90,6 +90,26 @@ def test_losses():
     assert net.loss(out, target).item() == pytest.approx(0.25 / 30)
 
 
+
+def test_l1_nme_weighs_each_face_as_nme_does():
+    from cnnvision.nets.keypoints import nme_weights
+    net = KeypointNet(KeypointNetConfig(arch="basic_cnn", layout="ibug68", image_size=32, loss="l1_nme"))
+    target = torch.full((3, 68, 2), 15.5)  # every point at unit coordinate 0
+    target[0, 36, 0], target[0, 45, 0] = 7.5, 23.5    # eye corners 0.5 apart in unit coordinates
+    target[1, 36, 0], target[1, 45, 0] = 11.5, 19.5   # 0.25 apart: its errors count twice as much
+    target[2, 36] = float("nan")                      # a corner missing: weight 1
+    weights = nme_weights((target + 0.5) / 16 - 1)
+    assert weights.tolist() == pytest.approx([2 / 3, 4 / 3, 1.0])
+    out = ((target + 0.5) / 16 - 1).nan_to_num().flatten(1)
+    assert net.loss(out, target).item() == pytest.approx(0.0, abs=1e-6)
+    for face, weight in enumerate(weights.tolist()):
+        wrong = out.clone()
+        wrong[face, 0] += 0.3  # the same error on point 0 of each face in turn
+        labelled = 3 * 136 - 2
+        assert net.loss(wrong, target).item() == pytest.approx(0.3 * weight / labelled)
+    with pytest.raises(ValueError, match="68-point"):
+        KeypointNet(KeypointNetConfig(arch="basic_cnn", layout="kaggle15", image_size=32, loss="l1_nme"))
+
 def test_flip_prediction_of_symmetric_net_output_is_consistent(faces32):
     net = KeypointNet(KeypointNetConfig(arch="basic_cnn", image_size=32)).eval()
     x, _ = faces32.batch(torch.arange(4))

@@ -66,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "fcn_detector"],
                    help="default kpheat; classification: lenet5 (or mlp, softmax); segmentation: segnet; "
                         "detection: fcn_detector")
-    p.add_argument("--loss", choices=["mse", "l1", "smooth_l1", "ce", "ce_dice", "ce_lovasz", "bce", "l2"],
-                   help="keypoints: loss on unit coordinates (default l1; mse is the tutorial's L2); "
+    p.add_argument("--loss", choices=["mse", "l1", "smooth_l1", "l1_nme", "ce", "ce_dice", "ce_lovasz", "bce", "l2"],
+                   help="keypoints: loss on unit coordinates (default l1; mse is the tutorial's L2; l1_nme weighs "
+                        "each 68-point face by 1 / its eye-corner distance, as NME does); "
                         "segmentation: ce (default), ce_dice or ce_lovasz; detection: objectness loss, bce (default) "
                         "or the tutorial's l2")
     p.add_argument("--epochs", type=int, help="default 30 (8 on the synthetic faces)")
@@ -347,7 +348,7 @@ def train_keypoints(a: argparse.Namespace) -> None:
                              (("fcn_detector",), "a detector", "detection")):
         if net in nets:
             raise InputError(f"--net {net} is {what}: add --task {task}")
-    check_choice("--loss", a.loss, ("l1", "mse", "smooth_l1"), "a keypoint loss", "keypoints")
+    check_choice("--loss", a.loss, ("l1", "mse", "smooth_l1", "l1_nme"), "a keypoint loss", "keypoints")
     several = bool(a.data) and len(a.data) > 1
     data = a.data if several else (a.data[0] if a.data else None)
     images = a.images if several else (a.images[0] if a.images else None)

@@ -206,7 +206,8 @@ class KeypointNetConfig:
     width: int = 24           # kpnet: channels of the first stage
     dropout: float = 0.3      # kpnet: dropout in the head
     depth: int = 0            # hourglass: residual blocks added after each join (0-4)
-    loss: str = "l1"          # l1 (measured best) | mse (the tutorial's L2) | smooth_l1, on unit coordinates
+    loss: str = "l1"          # l1 (measured best) | mse (the tutorial's L2) | smooth_l1, on unit coordinates;
+                              # l1_nme: l1 with each face weighted as NME weighs it (68 points only)
     margin: float = 0.15      # 68-point crops: extra around the points' extent, a fraction of its side
                               # (checkpoints from before it was recorded load with this value)
 
@@ -239,8 +240,11 @@ class KeypointNet(nn.Module):
             self.model = HourglassNet(cfg.in_channels, cfg.image_size, self.layout.num_points, cfg.width, cfg.depth)
         else:
             raise ValueError(f"unknown keypoint net {cfg.arch!r} (use basic_cnn, kpnet, kpheat or hourglass)")
-        if cfg.loss not in ("mse", "l1", "smooth_l1"):
-            raise ValueError(f"unknown loss {cfg.loss!r} (use mse, l1 or smooth_l1)")
+        if cfg.loss not in ("mse", "l1", "smooth_l1", "l1_nme"):
+            raise ValueError(f"unknown loss {cfg.loss!r} (use mse, l1, smooth_l1 or l1_nme)")
+        if cfg.loss == "l1_nme" and self.layout.name != "ibug68":
+            raise ValueError(f"loss l1_nme weighs faces by their eye corners' distance: 68-point layout only, "
+                             f"not {cfg.layout}")
         if cfg.depth and cfg.arch != "hourglass" or not 0 <= cfg.depth <= 4:
             raise ValueError(f"keypoint net depth {cfg.depth}: 0 to 4, and only for the hourglass")
 
@@ -257,6 +261,8 @@ class KeypointNet(nn.Module):
             per = diff.pow(2)
         elif self.cfg.loss == "l1":
             per = diff.abs()
+        elif self.cfg.loss == "l1_nme":
+            per = diff.abs() * nme_weights(target.view(len(target), -1, 2))[:, None]
         else:
             per = nn.functional.smooth_l1_loss(diff, torch.zeros_like(diff), reduction="none", beta=2 / self.cfg.image_size)
         return per.sum() / mask.sum().clamp(min=1)
@@ -319,6 +325,19 @@ class KeypointNet(nn.Module):
                 if self.layout.name == "ibug68":
                     out[f"nme_source{k}"] = nme(points[mine], data.points[mine])
         return out
+
+
+def nme_weights(target: torch.Tensor, eyes=(36, 45), floor: float = 0.2) -> torch.Tensor:
+    """(B, K, 2) unit coordinates -> (B,) weights that make an error count as NME counts it: in
+    proportion to 1 / the outer eye corners' distance, scaled to average 1 over the faces that
+    have both corners (the others weigh 1). A face whose corners are closer than ``floor`` (in
+    unit coordinates; a full profile) weighs as if they were that far apart."""
+    distance = (target[:, eyes[0]] - target[:, eyes[1]]).norm(dim=-1)  # NaN where a corner is missing
+    known = torch.isfinite(distance)
+    inverse = 1 / distance.clamp(min=floor)
+    if not known.any():
+        return torch.ones(len(target), device=target.device)
+    return torch.where(known, inverse / inverse[known].mean(), 1.0)
 
 
 def per_face_nme(pred: torch.Tensor, true: torch.Tensor, eyes=(36, 45)) -> torch.Tensor:
