@@ -187,3 +187,11 @@ def test_predict_help_states_the_pipelines_own_defaults(capsys):
         main(["predict", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert f"(default {THRESHOLD})" in text and f"(default {MAX_SPREAD};" in text
+
+
+def test_l1_nme_loss_on_data_without_68_points_is_one_clear_line(tmp_path, capsys):
+    assert main(["train", "--loss", "l1_nme", "--synthetic-count", "60", "--max-steps", "1",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "--loss l1_nme" in err and "kaggle15" in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()

@@ -90,7 +90,6 @@ def test_losses():
     assert net.loss(out, target).item() == pytest.approx(0.25 / 30)
 
 
-
 def test_l1_nme_weighs_each_face_as_nme_does():
     from cnnvision.nets.keypoints import nme_weights
     net = KeypointNet(KeypointNetConfig(arch="basic_cnn", layout="ibug68", image_size=32, loss="l1_nme"))

@@ -58,6 +58,10 @@ def train(training: KeypointTraining, out: str | Path = "runs/keypoints", resume
         folders = t.images if isinstance(t.images, list) else [t.images] * (t.images is not None)
         dataset = load_sources(paths, folders, t.image_size, t.channels, t.skip_bad_rows, t.use_cache,
                                t.synthetic_count, t.shares)
+        if t.loss == "l1_nme" and dataset.layout.name != "ibug68":
+            raise InputError(f"--loss l1_nme weighs each face by its eye corners' distance and needs 68-point faces, "
+                             f"not the {dataset.layout.name} layout of "
+                             f"{' + '.join(str(d) if d else 'the synthetic faces' for d in paths)}")
         train_set, val_set = hold_out_people(dataset, t.val_fraction, paths)
         aug = make_augment(t.augment, AugmentConfig())
         train_set.augment = aug
