@@ -109,6 +109,7 @@ def test_l1_nme_weighs_each_face_as_nme_does():
     with pytest.raises(ValueError, match="68-point"):
         KeypointNet(KeypointNetConfig(arch="basic_cnn", layout="kaggle15", image_size=32, loss="l1_nme"))
 
+
 def test_flip_prediction_of_symmetric_net_output_is_consistent(faces32):
     net = KeypointNet(KeypointNetConfig(arch="basic_cnn", image_size=32)).eval()
     x, _ = faces32.batch(torch.arange(4))

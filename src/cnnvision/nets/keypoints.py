@@ -262,7 +262,7 @@ class KeypointNet(nn.Module):
         elif self.cfg.loss == "l1":
             per = diff.abs()
         elif self.cfg.loss == "l1_nme":
-            per = diff.abs() * nme_weights(target.view(len(target), -1, 2))[:, None]
+            per = diff.abs() * nme_weights(target.view(len(target), -1, 2), self.layout.eye_corners)[:, None]
         else:
             per = nn.functional.smooth_l1_loss(diff, torch.zeros_like(diff), reduction="none", beta=2 / self.cfg.image_size)
         return per.sum() / mask.sum().clamp(min=1)
