@@ -195,3 +195,12 @@ def test_l1_nme_loss_on_data_without_68_points_is_one_clear_line(tmp_path, capsy
     err = capsys.readouterr().err
     assert "--loss l1_nme" in err and "kaggle15" in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_heatmap_loss_is_for_keypoint_heatmap_nets_only(tmp_path, capsys):
+    for flags in (["--net", "kpnet"], ["--task", "detection"], ["--net", "hourglass", "--heatmap-loss", "-1"]):
+        args = ["train", "--heatmap-loss", "0.1", "--synthetic-count", "60", "--max-steps", "1", *flags]
+        assert main([*args, "--out", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err
+        assert "--heatmap-loss" in err and err.count("\n") == 1
+        assert not (tmp_path / "run").exists()

@@ -1,3 +1,4 @@
+import math
 import pytest
 import torch
 from helpers import overfit
@@ -108,6 +109,39 @@ def test_l1_nme_weighs_each_face_as_nme_does():
         assert net.loss(wrong, target).item() == pytest.approx(0.3 * weight / labelled)
     with pytest.raises(ValueError, match="68-point"):
         KeypointNet(KeypointNetConfig(arch="basic_cnn", layout="kaggle15", image_size=32, loss="l1_nme"))
+
+
+def test_heatmap_divergence_asks_for_one_peak_on_the_point():
+    from cnnvision.nets.keypoints import cell_centres, heatmap_divergence
+    grid = cell_centres(8)
+    target = torch.tensor([[[grid[2], grid[5]], [grid[6], grid[6]], [float("nan"), float("nan")]]])  # (1, 3, 2)
+    sigma = 2 / 8  # one cell
+    gauss = lambda x, y: -((grid[None, :] - x) ** 2 + (grid[:, None] - y) ** 2) / (2 * sigma ** 2)  # noqa: E731
+    peaked = torch.stack([gauss(grid[2], grid[5]), gauss(grid[1], grid[1]), gauss(0, 0)])[None]  # (1, 3, 8, 8)
+    flat = torch.zeros(1, 3, 8, 8)
+    on, off = heatmap_divergence(peaked, target, grid), heatmap_divergence(flat, target, grid)
+    assert on.shape == (1, 3) and on[0, 2] == 0 and off[0, 2] == 0   # an unlabelled point costs nothing
+    assert on[0, 0] < 1e-5 < off[0, 0] < math.log(2)                 # the Gaussian on the point itself: none
+    assert on[0, 1] > off[0, 1]                                      # a peak in the wrong place is worse than flat
+
+
+def test_heatmap_loss_adds_the_divergence_only_while_training():
+    from cnnvision.nets.keypoints import heatmap_divergence
+    cfg = KeypointNetConfig(arch="kpheat", layout="ibug68", image_size=32, width=4, heatmap_loss=0.5)
+    net = KeypointNet(cfg).train()
+    x = torch.rand(2, 1, 32, 32)
+    target = torch.rand(2, 68, 2) * 31
+    target[1, 3] = float("nan")
+    out = net(x)
+    assert isinstance(out, tuple) and out[0].shape == (2, 136) and out[1].shape == (2, 68, 8, 8)
+    js = heatmap_divergence(out[1], (2 * target + 1) / 32 - 1, net.model.grid)
+    expected = net.coordinate_loss(out[0], target) + 0.5 * js.sum() / (2 * 68 - 1)
+    assert net.loss(out, target).item() == pytest.approx(expected.item(), rel=1e-5)
+    net.loss(out, target).backward()
+    assert net.model.heatmaps.weight.grad.abs().sum() > 0
+    assert net.eval()(x).shape == (2, 136)  # evaluation and export see the points alone
+    with pytest.raises(ValueError, match="heatmap nets"):
+        KeypointNet(KeypointNetConfig(arch="kpnet", layout="ibug68", image_size=32, heatmap_loss=0.5))
 
 
 def test_flip_prediction_of_symmetric_net_output_is_consistent(faces32):

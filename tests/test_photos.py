@@ -174,6 +174,47 @@ def test_web_faces_reader_and_photo_split(tmp_path):
         read_web_faces(tmp_path / "nan.csv")
 
 
+def write_web_faces(folder, photos=20):
+    """A web-faces CSV: a face of 80 px on every photo, and one of 40 px on every other."""
+    rng = np.random.default_rng(2)
+    (folder / "web").mkdir()
+    lines = ["image,box_x0,box_y0,box_x1,box_y1," + ",".join(f"x{i},y{i}" for i in range(21))]
+    for i in range(photos):
+        name = f"{i:06d}.jpg"
+        Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(folder / "web" / name)
+        for x, side in [(10, 80)] + [(100, 40)] * (i % 2):
+            pts = rng.uniform(x, x + side, (21, 2))
+            lines.append(f"{name},{x},20,{x + side},{20 + side}," + ",".join(f"{v:.2f}" for v in pts.flatten()))
+    (folder / "faces.csv").write_text("\n".join(lines) + "\n")
+    return folder / "faces.csv", folder / "web"
+
+
+def test_web_faces_train_68_point_nets_on_their_16_shared_points(tmp_path):
+    from cnnvision.data import load_keypoints, sniff
+    from cnnvision.data.layouts import WEB21_TO_68
+    csv_path, images = write_web_faces(tmp_path)
+    assert sniff(csv_path) == "web68"
+    data = load_keypoints(csv_path, images, 32)
+    assert len(data) == 20 and data.layout.name == "ibug68"  # the 40 px faces are left out
+    labelled = ~torch.isnan(data.points[..., 0])
+    assert labelled.sum(1).tolist() == [16] * 20 and labelled[:, sorted(WEB21_TO_68.values())].all()
+    _, _, points = read_web_faces(csv_path)
+    first = data.boxes[0].numpy()
+    back = (data.points[0, 36].numpy() + 0.5) * (first[2] - first[0]) / 32 + first[:2] - 0.5
+    assert back == pytest.approx(points[0, 6], abs=1e-3)  # the left eye's outer corner, in photo pixels
+    # the validation photos are the detector's, whatever the shares of faces
+    train, val = hold_out_people(data, 0.15, csv_path)
+    _, detector_val = split_photos([f"{i:06d}.jpg" for i in range(20)], 0.15)
+    assert sorted(set(val.names)) == [f"{i:06d}.jpg" for i in detector_val] and len(train) == 17
+    frames_csv, frames_dir = write_faces68(tmp_path, n=30)
+    both = load_sources([str(frames_csv), str(csv_path)], [str(frames_dir), str(images)], size=32, shares=[1, 1])
+    train, val = hold_out_people(both, 0.15, [frames_csv, csv_path])
+    assert sorted({n for n, s in zip(val.names, val.sources.tolist()) if s == 1}) == \
+        [f"{i:06d}.jpg" for i in detector_val]
+    with pytest.raises(InputError, match="--images"):
+        load_keypoints(csv_path, None, 32)
+
+
 def test_train_on_two_sources_records_them(tmp_path):
     from cnnvision.cli import main
     frames_csv, frames_dir = write_faces68(tmp_path, n=24)

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "each 68-point face by 1 / its eye-corner distance, as NME does); "
                         "segmentation: ce (default), ce_dice or ce_lovasz; detection: objectness loss, bce (default) "
                         "or the tutorial's l2")
+    p.add_argument("--heatmap-loss", type=float, metavar="W",
+                   help="keypoints, heatmap nets (kpheat, hourglass): add W times the Jensen-Shannon divergence "
+                        "of each heatmap from a one-cell Gaussian at its true point (default 0, off)")
     p.add_argument("--epochs", type=int, help="default 30 (8 on the synthetic faces)")
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<net>-<data>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
@@ -288,6 +291,10 @@ def train(a: argparse.Namespace) -> int:
         raise InputError("--depth applies to segmentation, detection and keypoints' --net hourglass only")
     if task != "detection" and a.strided is not None:
         raise InputError("--strided applies to detection only (add --task detection)")
+    if a.heatmap_loss is not None and (task != "keypoints" or (a.net or "kpheat") not in ("kpheat", "hourglass")):
+        raise InputError("--heatmap-loss applies to the keypoint heatmap nets only (--net kpheat or hourglass)")
+    if a.heatmap_loss is not None and not 0 <= a.heatmap_loss < float("inf"):
+        raise InputError(f"--heatmap-loss {a.heatmap_loss:g}: give a weight >= 0")
     if task != "segmentation":
         for flag, name in SEGMENTATION_FLAGS.items():
             if getattr(a, name) is not None:
@@ -356,7 +363,8 @@ def train_keypoints(a: argparse.Namespace) -> None:
         raise InputError(f"--images given {len(a.images)} times for one --data")
     training = KeypointTraining(
         data=data, images=images, net=net, val_fraction=a.val_fraction, image_size=a.image_size or 96,
-        channels=a.channels, width=a.width or 24, depth=a.depth or 0, loss=a.loss or "l1", skip_bad_rows=a.skip_bad_rows,
+        channels=a.channels, width=a.width or 24, depth=a.depth or 0, loss=a.loss or "l1",
+        heatmap_loss=a.heatmap_loss or 0.0, skip_bad_rows=a.skip_bad_rows,
         use_cache=not a.no_cache, augment=train_augment(a), synthetic_count=a.synthetic_count,
         shares=parse_shares(a.share), init=a.init, solver=solver_overrides(a))
     data_name = "+".join(Path(d).name.split(".")[0] for d in a.data) if a.data else "synthetic"

@@ -37,6 +37,7 @@ class KeypointTraining:
     width: int = 24                     # first-stage channels
     depth: int = 0                      # hourglass: residual blocks added after each join
     loss: str = "l1"                    # l1 | mse | smooth_l1, on unit coordinates
+    heatmap_loss: float = 0.0           # heatmap nets: weight of the heatmaps' divergence from a peak
     skip_bad_rows: bool = False
     use_cache: bool = True
     augment: bool | dict = True         # False, True (the default warps and jitter) or AugmentConfig fields
@@ -57,7 +58,7 @@ def train(training: KeypointTraining, out: str | Path = "runs/keypoints", resume
         paths = t.data if isinstance(t.data, list) else [t.data]
         folders = t.images if isinstance(t.images, list) else [t.images] * (t.images is not None)
         dataset = load_sources(paths, folders, t.image_size, t.channels, t.skip_bad_rows, t.use_cache,
-                               t.synthetic_count, t.shares)
+                               t.synthetic_count, t.shares, t.val_fraction)
         if t.loss == "l1_nme" and dataset.layout.name != "ibug68":
             raise InputError(f"--loss l1_nme weighs each face by its eye corners' distance and needs 68-point faces, "
                              f"not the {dataset.layout.name} layout of "
@@ -66,7 +67,8 @@ def train(training: KeypointTraining, out: str | Path = "runs/keypoints", resume
         aug = make_augment(t.augment, AugmentConfig())
         train_set.augment = aug
         net_cfg = KeypointNetConfig(arch=t.net, layout=dataset.layout.name, in_channels=dataset.channels,
-                                    image_size=dataset.size, width=t.width, depth=t.depth, loss=t.loss)
+                                    image_size=dataset.size, width=t.width, depth=t.depth, loss=t.loss,
+                                    heatmap_loss=t.heatmap_loss)
         cfg = solver_config(t.solver)
         torch.manual_seed(cfg.seed)
         model = KeypointNet(net_cfg)
@@ -116,7 +118,8 @@ def evaluate_file(net, data: str, images: str | None = None, skip_bad_rows: bool
     others), so a model is measured on faces it never saw.
     """
     cfg = net.cfg
-    dataset = load_keypoints(data, images, cfg.image_size, cfg.in_channels, skip_bad_rows, margin=cfg.margin)
+    dataset = load_keypoints(data, images, cfg.image_size, cfg.in_channels, skip_bad_rows, margin=cfg.margin,
+                             val_fraction=val_fraction)
     if dataset.layout.name != cfg.layout:
         raise InputError(f"{data}: has {dataset.layout.name} points, but the model predicts {cfg.layout}")
     if split != "all":
@@ -126,7 +129,8 @@ def evaluate_file(net, data: str, images: str | None = None, skip_bad_rows: bool
     from cnnvision.solver import resolve_device
     metrics = evaluate(for_runtime(net, runtime), dataset, device=resolve_device(device) if runtime == "torch"
                        else torch.device("cpu"))
-    if cfg.layout == "ibug68" and dataset.names and images is not None:
+    complete = not torch.isnan(dataset.points).any()  # partly labelled faces (web-faces): no NME to find
+    if cfg.layout == "ibug68" and dataset.names and images is not None and complete:
         from cnnvision.apps.faces import DETECTOR, FacePipeline, evaluate_landmarks_on_photos
         detector = detector or checkpoint.load_net(pretrained=DETECTOR)
         points = imgs.from_crop_batch(dataset.points.numpy(), dataset.boxes.numpy(), cfg.image_size)

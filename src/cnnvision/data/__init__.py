@@ -8,7 +8,8 @@ from cnnvision.errors import InputError
 
 
 def sniff(path: Path) -> str:
-    """'kaggle' or 'faces68', from the CSV header."""
+    """'kaggle', 'faces68' or 'web68' (the web-faces layout), from the CSV header."""
+    from cnnvision.data.photos import is_web_faces
     rows = read_rows(path)
     _, header = next(rows)
     rows.close()
@@ -16,15 +17,19 @@ def sniff(path: Path) -> str:
         return "kaggle"
     if len(header) == 137:
         return "faces68"
-    raise InputError(f"{path}: unrecognised CSV: neither the Kaggle layout (keypoint columns and 'Image') "
-                     "nor the 68-point layout (file name, then 136 coordinates)")
+    if is_web_faces(header):
+        return "web68"
+    raise InputError(f"{path}: unrecognised CSV: neither the Kaggle layout (keypoint columns and 'Image'), "
+                     "the 68-point layout (file name, then 136 coordinates) nor the web-faces layout")
 
 
 def load_keypoints(path: str | Path | None, images: str | Path | None = None, size: int = 96,
                    channels: int = 1, skip_bad_rows: bool = False, use_cache: bool = True,
-                   synthetic_count: int = 2400, margin: float | None = None) -> KeypointDataset:
+                   synthetic_count: int = 2400, margin: float | None = None,
+                   val_fraction: float = 0.15) -> KeypointDataset:
     """Any supported keypoint data; ``None`` means the embedded synthetic faces. ``margin``: the
-    crop of 68-point faces (default: the reader's)."""
+    crop of 68-point faces (default: the reader's). ``val_fraction``: for the web-faces layout,
+    whose reader holds out the detector's validation photos itself."""
     if path is None:
         from cnnvision.data.synthetic import synthetic_faces
         return synthetic_faces(synthetic_count, size, channels)
@@ -38,6 +43,11 @@ def load_keypoints(path: str | Path | None, images: str | Path | None = None, si
         if size != 96 or channels != 1:
             raise InputError(f"{path}: Kaggle faces are 96x96 grey; --image-size and --channels do not apply")
         return load_kaggle(path, skip_bad_rows=skip_bad_rows, use_cache=use_cache)
+    if kind == "web68":
+        from cnnvision.data.faces68 import MARGIN, load_web68
+        if images is None:
+            raise InputError(f"{path}: the web-faces layout names photos: give their folder with --images")
+        return load_web68(path, images, size, channels, use_cache, MARGIN if margin is None else margin, val_fraction)
     from cnnvision.data.faces68 import load_faces68
     if margin is None:
         return load_faces68(path, images, size, channels, use_cache)
@@ -46,7 +56,7 @@ def load_keypoints(path: str | Path | None, images: str | Path | None = None, si
 
 def load_sources(paths: list[str | None], images: list[str | None], size: int = 96, channels: int = 1,
                  skip_bad_rows: bool = False, use_cache: bool = True, synthetic_count: int = 2400,
-                 shares: list[float] | None = None) -> KeypointDataset:
+                 shares: list[float] | None = None, val_fraction: float = 0.15) -> KeypointDataset:
     """Several keypoint files trained on together (``--data A --images DA --data B --images DB``).
     The ``images`` folders go, in order, to the sources that need one (68-point CSVs; a Kaggle
     CSV holds its own pixels). With a Kaggle CSV among them, 68-point sources become Kaggle-style
@@ -59,13 +69,15 @@ def load_sources(paths: list[str | None], images: list[str | None], size: int = 
             raise InputError(f"--share {','.join(f'{s:g}' for s in shares)}: shares must be numbers >= 0, not all 0")
         shares = [s / sum(shares) for s in shares]
     kinds = [sniff(Path(p)) if p is not None and Path(p).is_file() else "faces68" for p in paths]
-    need = kinds.count("faces68") if paths != [None] else 0
+    need = kinds.count("faces68") + kinds.count("web68") if paths != [None] else 0
     if len(images) != need and not (len(paths) == 1 and not images):
         raise InputError(f"{len(images)} --images folders for {need} 68-point --data files; give one --images per "
                          "68-point --data, in order")
+    if "kaggle" in kinds and "web68" in kinds:
+        raise InputError("the web-faces layout cannot train beside a Kaggle CSV: its points are not Kaggle's 15")
     if len(paths) == 1 and not shares:
         return load_keypoints(paths[0], images[0] if images else None, size, channels, skip_bad_rows, use_cache,
-                              synthetic_count)
+                              synthetic_count, val_fraction=val_fraction)
     folders = iter(images)
     parts = []
     for path, kind in zip(paths, kinds):
@@ -75,7 +87,8 @@ def load_sources(paths: list[str | None], images: list[str | None], size: int = 
             from cnnvision.data.faces68 import load_kaggle_style
             parts.append(load_kaggle_style(path, next(folders), use_cache))
         else:
-            parts.append(load_keypoints(path, next(folders), size, channels, skip_bad_rows, use_cache, synthetic_count))
+            parts.append(load_keypoints(path, next(folders), size, channels, skip_bad_rows, use_cache, synthetic_count,
+                                        val_fraction=val_fraction))
     return join(parts, tuple(shares) if shares else None)
 
 

@@ -51,6 +51,8 @@ class KeypointDataset(ImageSet):
     augment: AugmentConfig | None = field(default=None, repr=False)
     sources: torch.Tensor | None = field(default=None, repr=False)  # (N,) which source file each face came from
     shares: tuple[float, ...] | None = field(default=None, repr=False)  # each source's share of a training batch
+    # (N,) int8 where a reader fixes the split itself: 1 validation, 0 training, -1 by identity
+    fixed_split: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self):
         self.check_square()
@@ -66,7 +68,8 @@ class KeypointDataset(ImageSet):
         return KeypointDataset(self.images[idx], self.points[idx], self.layout, self.boxes[idx],
                                pick(self.identities) if self.identities else None,
                                pick(self.names) if self.names else None, self.augment,
-                               self.sources[idx] if self.sources is not None else None, self.shares)
+                               self.sources[idx] if self.sources is not None else None, self.shares,
+                               self.fixed_split[idx] if self.fixed_split is not None else None)
 
     def source(self, k: int) -> "KeypointDataset":
         """The faces of the k-th source alone."""
@@ -152,19 +155,26 @@ def hold_out_people(dataset, val_fraction: float, source) -> tuple:
     them. A set joined from several sources is split source by source, so each source's
     held-out faces are the ones it would have alone."""
     sources = getattr(dataset, "sources", None)
+    fixed = getattr(dataset, "fixed_split", None)
     if sources is not None and int(sources.max()) > 0:
         train_idx, val_idx = [], []
         for k in range(int(sources.max()) + 1):
             members = torch.nonzero(sources == k).flatten()
             names = source[k] if isinstance(source, (list, tuple)) else source
-            tr, va = split_by_identity([dataset.identities[i] for i in members.tolist()] if dataset.identities else None,
-                                       len(members), val_fraction)
+            if fixed is not None and bool((fixed[members] >= 0).all()):  # the reader's own split
+                tr, va = torch.nonzero(fixed[members] == 0).flatten(), torch.nonzero(fixed[members] == 1).flatten()
+            else:
+                tr, va = split_by_identity([dataset.identities[i] for i in members.tolist()] if dataset.identities
+                                           else None, len(members), val_fraction)
             if len(tr) < 2 or len(va) < 1:
                 raise InputError(f"{names}: too few faces ({len(members)}) to hold out a validation set")
             train_idx.append(members[tr])
             val_idx.append(members[va])
         return dataset.subset(torch.cat(train_idx)), dataset.subset(torch.cat(val_idx))
-    train_idx, val_idx = split_by_identity(dataset.identities, len(dataset), val_fraction)
+    if fixed is not None and bool((fixed >= 0).all()):
+        train_idx, val_idx = torch.nonzero(fixed == 0).flatten(), torch.nonzero(fixed == 1).flatten()
+    else:
+        train_idx, val_idx = split_by_identity(dataset.identities, len(dataset), val_fraction)
     if len(train_idx) < 2 or len(val_idx) < 1:
         raise InputError(f"{source}: too few faces ({len(dataset)}) to hold out a validation set")
     return dataset.subset(train_idx), dataset.subset(val_idx)
@@ -185,7 +195,9 @@ def join(parts: list["KeypointDataset"], shares: tuple[float, ...] | None = None
         torch.cat([p.boxes for p in parts]),
         [x for k, p in enumerate(parts) for x in named(p.identities, k, len(p))],
         [x for p in parts for x in (p.names or [""] * len(p))], first.augment,
-        torch.cat([torch.full((len(p),), k, dtype=torch.long) for k, p in enumerate(parts)]), shares)
+        torch.cat([torch.full((len(p),), k, dtype=torch.long) for k, p in enumerate(parts)]), shares,
+        torch.cat([p.fixed_split if p.fixed_split is not None else torch.full((len(p),), -1, dtype=torch.int8)
+                   for p in parts]) if any(p.fixed_split is not None for p in parts) else None)
 
 
 def split_record(train_set, val_set) -> dict:

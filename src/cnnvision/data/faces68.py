@@ -94,6 +94,60 @@ def load_faces68(csv_path: str | Path, images_dir: str | Path | None = None, siz
                            identities_from_names(names)[0], names)
 
 
+WEB_MIN_FACE = 64  # web-faces boxes smaller than this (px) are left out of landmark training
+
+
+def load_web68(csv_path: str | Path, images_dir: str | Path, size: int = 96, channels: int = 1,
+               use_cache: bool = True, margin: float = MARGIN, val_fraction: float = 0.15) -> KeypointDataset:
+    """The web-faces photos as partly labelled 68-point faces: the 16 of their 21 points that
+    are iBUG points (``WEB21_TO_68``), NaN for the other 52, which the loss skips. Each face is
+    framed from its drawn box as the photo pipeline frames a detector's box (``extent_of``, then
+    the margin), so the net learns that framing's spread too; boxes under ``WEB_MIN_FACE`` px
+    are left out (the photos are at most 640 px: smaller faces would be mostly blur). The
+    validation photos are the detector's (``split_photos``, seed 0, ``val_fraction``), so no
+    landmark net trains on the photos the detector is measured on."""
+    from cnnvision.data.layouts import WEB21_TO_68
+    from cnnvision.data.photos import extent_of, read_web_faces, split_photos
+    csv_path, images_dir = Path(csv_path), Path(images_dir)
+    if not images_dir.is_dir():
+        raise InputError(f"{images_dir}: no such image folder (give it with --images DIR)")
+    names, boxes, points21 = read_web_faces(csv_path)
+    photos = list(dict.fromkeys(names))
+    _, val_photos = split_photos(photos, val_fraction)
+    held_out = {photos[i] for i in val_photos}
+    key = cache.cache_key(csv_path, "web68", str(images_dir.resolve()), size, channels, margin, WEB_MIN_FACE)
+
+    def crop_faces() -> dict:
+        crops, squares, points, kept = [], [], [], []
+        opened = {}
+        for row, (name, box, pts) in enumerate(zip(names, boxes, points21), start=2):
+            if box[2] - box[0] < WEB_MIN_FACE:
+                continue
+            if name not in opened:
+                opened = {name: imgs.open_image(images_dir / name, channels)}
+            square = imgs.square_box(*extent_of(box), margin)
+            crop = imgs.crop_square(opened[name], square, size)
+            crops.append(crop[None] if channels == 1 else crop.transpose(2, 0, 1))
+            full = np.full((68, 2), np.nan, np.float32)
+            for a, b in WEB21_TO_68.items():
+                full[b] = pts[a]
+            squares.append(square)
+            points.append(full)
+            kept.append(name)
+        if not kept:
+            raise InputError(f"{csv_path}: no face of {WEB_MIN_FACE} px or more to train landmarks on")
+        return {"images": np.stack(crops), "points": np.stack(points), "boxes": np.asarray(squares, np.float32),
+                "names": np.asarray(kept)}
+    arrays = cache.cached(key, crop_faces, use_cache)
+    squares = torch.from_numpy(arrays["boxes"])
+    scale = (squares[:, 2] - squares[:, 0]) / size
+    crop_points = (torch.from_numpy(arrays["points"]) + 0.5 - squares[:, None, :2]) / scale[:, None, None] - 0.5
+    kept = [str(s) for s in arrays["names"]]
+    fixed = torch.tensor([int(n in held_out) for n in kept], dtype=torch.int8)
+    return KeypointDataset(torch.from_numpy(arrays["images"]), crop_points.float(), IBUG68, squares, kept, kept,
+                           fixed_split=fixed)
+
+
 # How the Kaggle faces (and the proxy built like them) are framed in their 96 x 96 crops, measured
 # on the proxy's 3,519 faces: the midpoint of the eye centres at (48.3, 37.8) px (each +-2.0),
 # the eye centres 36.3 px apart (+-3.5), the crop not rotated.

@@ -111,6 +111,39 @@ def soft_argmax(logits: torch.Tensor, grid: torch.Tensor, spread: bool = False):
     return points, -(prob.flatten(2) * log_prob).sum(-1).mean(1)
 
 
+def read_heatmaps(logits: torch.Tensor, grid: torch.Tensor, spread: bool, with_logits: bool):
+    """A heatmap net's output: the points (B, 2K) [and spread (B,)], or, for a loss on the maps
+    themselves (``with_logits``), the points and the logits (B, K, h, w)."""
+    if with_logits:
+        return soft_argmax(logits, grid), logits
+    return soft_argmax(logits, grid, spread)
+
+
+def heatmap_divergence(logits: torch.Tensor, target: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """DSNT's regulariser (Nibali et al., 2018): the Jensen-Shannon divergence (nats, at most
+    ln 2) between each heatmap's distribution and a Gaussian of one cell's deviation around the
+    true point. ``target``: (B, K, 2) unit coordinates, NaN where unlabelled; returns (B, K),
+    0 where unlabelled.
+
+    Trained through the soft-argmax's mean alone, a map may put its mass anywhere that averages
+    to the point; this asks for one peak on it."""
+    B, K, h, w = logits.shape
+    sigma = 2.0 / w  # one cell, in unit coordinates
+    known = torch.isfinite(target).all(-1)  # (B, K)
+    t = target.nan_to_num()
+    gx = torch.exp(-(grid[:w] - t[..., :1]) ** 2 / (2 * sigma ** 2))  # (B, K, w)
+    gy = torch.exp(-(grid[:h] - t[..., 1:]) ** 2 / (2 * sigma ** 2))  # (B, K, h)
+    q = (gy[..., :, None] * gx[..., None, :]).flatten(2)
+    q = q / q.sum(-1, keepdim=True).clamp(min=1e-12)  # a point beyond the crop: its map's edge
+    log_p = logits.float().flatten(2).log_softmax(-1)
+    p = log_p.exp()
+    m = (p + q) / 2
+    log_m = m.clamp(min=1e-12).log()
+    log_q = q.clamp(min=1e-12).log()
+    js = 0.5 * (p * (log_p - log_m)).sum(-1) + 0.5 * (q * (log_q - log_m)).sum(-1)
+    return torch.where(known, js, 0.0)
+
+
 def cell_centres(side: int) -> torch.Tensor:
     """Unit coordinates of the centres of ``side`` cells across [-1, 1]."""
     return (torch.arange(side, dtype=torch.float32) + 0.5) / side * 2 - 1
@@ -151,10 +184,10 @@ class HeatmapNet(nn.Module):
         self.fuse = conv_relu(4 * w, 4 * w, 3, batch_norm=True)
         add_heatmap_head(self, 4 * w, points, image_size)
 
-    def forward(self, x, spread: bool = False):
+    def forward(self, x, spread: bool = False, logits: bool = False):
         skip = self.down4(x)                       # (B, 4w, S/4, S/4)
         y = self.fuse(self.up(self.down8(skip)) + skip)
-        return soft_argmax(self.heatmaps(y), self.grid, spread)  # (B, 2K)[, (B,)]
+        return read_heatmaps(self.heatmaps(y), self.grid, spread, logits)
 
 
 class HourglassNet(nn.Module):
@@ -189,12 +222,12 @@ class HourglassNet(nn.Module):
         self.more4 = nn.Sequential(*[Residual(4 * w) for _ in range(depth)])
         add_heatmap_head(self, 4 * w, points, image_size)
 
-    def forward(self, x, spread: bool = False):
+    def forward(self, x, spread: bool = False, logits: bool = False):
         s4 = self.down4(x)                                  # (B, 4w, S/4, S/4)
         s8 = self.down8(s4)                                 # (B, 8w, S/8, S/8)
         y8 = self.more8(self.fuse8(self.up8(self.down16(s8)) + s8))  # (B, 8w, S/8, S/8)
         y4 = self.more4(self.fuse4(self.up4(y8) + s4))               # (B, 4w, S/4, S/4)
-        return soft_argmax(self.heatmaps(y4), self.grid, spread)  # (B, 2K)[, (B,)]
+        return read_heatmaps(self.heatmaps(y4), self.grid, spread, logits)
 
 
 @dataclass
@@ -208,6 +241,7 @@ class KeypointNetConfig:
     depth: int = 0            # hourglass: residual blocks added after each join (0-4)
     loss: str = "l1"          # l1 (measured best) | mse (the tutorial's L2) | smooth_l1, on unit coordinates;
                               # l1_nme: l1 with each face weighted as NME weighs it (68 points only)
+    heatmap_loss: float = 0.0  # heatmap nets: weight of heatmap_divergence, added to the loss (0: off)
     margin: float = 0.15      # 68-point crops: extra around the points' extent, a fraction of its side
                               # (checkpoints from before it was recorded load with this value)
 
@@ -245,15 +279,31 @@ class KeypointNet(nn.Module):
         if cfg.loss == "l1_nme" and self.layout.name != "ibug68":
             raise ValueError(f"loss l1_nme weighs faces by their eye corners' distance: 68-point layout only, "
                              f"not {cfg.layout}")
+        if cfg.heatmap_loss and not self.has_spread or not 0 <= cfg.heatmap_loss < float("inf"):
+            raise ValueError(f"heatmap loss {cfg.heatmap_loss:g}: a weight >= 0, and only for the heatmap nets "
+                             f"(kpheat, hourglass), not {cfg.arch}")
         if cfg.depth and cfg.arch != "hourglass" or not 0 <= cfg.depth <= 4:
             raise ValueError(f"keypoint net depth {cfg.depth}: 0 to 4, and only for the hourglass")
 
     def forward(self, x):
+        if self.training and self.cfg.heatmap_loss:
+            return self.model(x, logits=True)  # ((B, 2K), (B, K, h, w)): the loss needs the maps
         return self.model(x)  # (B, 2K) unit coordinates
 
-    def loss(self, out: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    def loss(self, out, points: torch.Tensor) -> torch.Tensor:
         """Mean error over labelled coordinates only (NaN marks a missing label): squared by
-        default, as the tutorial; absolute, or Huber with a 1-pixel knee, by config."""
+        default, as the tutorial; absolute, or Huber with a 1-pixel knee, by config. With
+        ``heatmap_loss``, plus that weight times the heatmaps' mean ``heatmap_divergence``."""
+        if isinstance(out, tuple):
+            out, logits = out
+            target = pixels_to_unit(points, self.cfg.image_size)
+            js = heatmap_divergence(logits, target, self.model.grid)
+            known = torch.isfinite(target).all(-1)
+            extra = self.cfg.heatmap_loss * js.sum() / known.sum().clamp(min=1)
+            return self.coordinate_loss(out, points) + extra
+        return self.coordinate_loss(out, points)
+
+    def coordinate_loss(self, out: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         target = pixels_to_unit(points, self.cfg.image_size).flatten(1)  # (B, 2K)
         mask = ~torch.isnan(target)
         diff = torch.where(mask, out.float() - target.nan_to_num(), 0.0)
