@@ -8,10 +8,10 @@ net's check (``MAX_SPREAD``: boxes whose 68 heatmaps spread out are dropped), on
 
 The spread limit for each threshold is chosen on the web-faces TRAINING photos (never on the
 figures it is judged by): the largest spread of the faces found there, less the top ``--lose``
-share of them.
+share of them (several shares, comma-separated, give a limit each).
 
-    python benchmarks/detector_threshold.py [--detector CKPT] [--thresholds 0.5,0.7,0.8,0.9] [--lose 0.01]
-        [--precision auto|fp32|bf16] [--level-step 4.0] [--enlarge-to 640] [--sure 0.95,0.98]
+    python benchmarks/detector_threshold.py [--detector CKPT] [--landmarks CKPT] [--thresholds 0.5,0.7,0.8,0.9]
+        [--lose 0.01,0.03] [--precision auto|fp32|bf16] [--level-step 4.0] [--enlarge-to 640] [--sure 0.95,0.98]
 
 With ``--sure``, the shipped limit is also measured with detections scoring that much or more
 kept whatever their spread (the pipeline's ``SURE``).
@@ -61,8 +61,11 @@ def figures(pictures, t, limit, sure=np.inf):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--detector", help="a detector checkpoint (default: the shipped face-detector)")
+    ap.add_argument("--landmarks", help="a 68-point checkpoint whose heatmaps' spread checks the boxes "
+                    "(default: the shipped landmarks68)")
     ap.add_argument("--thresholds", default="0.5,0.6,0.7,0.8,0.9")
-    ap.add_argument("--lose", type=float, default=0.01, help="share of training faces the spread limit may drop")
+    ap.add_argument("--lose", default="0.01", help="share of training faces the spread limit may drop "
+                    "(several, comma-separated: a limit each)")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--level-step", type=float, help="scale between the search's pyramid levels "
                     "(default: the pipeline's)")
@@ -72,7 +75,8 @@ def main() -> None:
                     "each measured with the shipped limit (e.g. 0.95,0.98)")
     a = ap.parse_args()
     detector = checkpoint.load_net(a.detector, None if a.detector else DETECTOR)
-    pipeline = FacePipeline(detector, checkpoint.load_net(pretrained=LANDMARKS), threshold=0.05, precision=a.precision,
+    landmarks = checkpoint.load_net(a.landmarks, None if a.landmarks else LANDMARKS)
+    pipeline = FacePipeline(detector, landmarks, threshold=0.05, precision=a.precision,
                             **({"level_step": a.level_step} if a.level_step else {}),
                             **({"enlarge_to": a.enlarge_to} if a.enlarge_to else {}))
     thresholds = [float(t) for t in a.thresholds.split(",")]
@@ -104,8 +108,9 @@ def main() -> None:
           f"pyramid levels {pipeline.level_step:g} apart, photos enlarged towards {pipeline.enlarge_to} px")
     for t in thresholds:
         true = np.concatenate([r[(r[:, 0] >= t) & (r[:, 1] >= 0.5), 2] for r, _ in trained_on])
-        chosen = float(np.quantile(true, 1 - a.lose))
-        checks = [(None, np.inf), (chosen, np.inf), (MAX_SPREAD, np.inf)] + [(MAX_SPREAD, x) for x in sures]
+        chosen = [float(np.quantile(true, 1 - float(lose))) for lose in a.lose.split(",")]
+        limits = [*chosen, MAX_SPREAD]
+        checks = [(None, np.inf), *[(c, np.inf) for c in limits], *[(c, x) for c in limits for x in sures]]
         for limit, sure in checks:
             found, others = figures(frames, t, limit, sure)
             recall, false = figures(held, t, limit, sure)

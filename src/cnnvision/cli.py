@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="photos: lowest detector score kept (default 0.8)")
     p.add_argument("--max-spread", type=spread_limit, metavar="NATS",
                    help="photos: drop detections on which the landmark net's heatmaps spread out more than "
-                        "this, as on hands, paws and patterns (default 5.772; 'off' keeps every detection)")
+                        "this, as on hands, paws and patterns (default 5.142; 'off' keeps every detection)")
     p.add_argument("--min-face", type=float, metavar="PX",
                    help="photos: also find faces down to PX pixels across (slower: by default faces under "
                         "about 32 px in the photo, or in its 1280 px reduction, are often missed)")
