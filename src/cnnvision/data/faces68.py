@@ -120,7 +120,7 @@ def load_web68(csv_path: str | Path, images_dir: str | Path, size: int = 96, cha
     def crop_faces() -> dict:
         crops, squares, points, kept = [], [], [], []
         opened = {}
-        for row, (name, box, pts) in enumerate(zip(names, boxes, points21), start=2):
+        for name, box, pts in zip(names, boxes, points21):
             if box[2] - box[0] < WEB_MIN_FACE:
                 continue
             if name not in opened:
