@@ -149,6 +149,14 @@ def split_by_identity(identities: list[str] | None, n: int, val_fraction: float,
     return torch.nonzero(~is_val).flatten(), torch.nonzero(is_val).flatten()
 
 
+def split_source(fixed: torch.Tensor | None, identities: list[str] | None, n: int, val_fraction: float):
+    """One source's train and validation indices: its reader's own split where it fixed one for
+    every face (``fixed_split``), else ``split_by_identity``."""
+    if fixed is not None and bool((fixed >= 0).all()):
+        return torch.nonzero(fixed == 0).flatten(), torch.nonzero(fixed == 1).flatten()
+    return split_by_identity(identities, n, val_fraction)
+
+
 def hold_out_people(dataset, val_fraction: float, source) -> tuple:
     """(train, validation) subsets of a dataset with identities, no person (or photo, where there
     are no identities) on both sides, as ``train`` makes them and ``evaluate --split`` remakes
@@ -161,20 +169,15 @@ def hold_out_people(dataset, val_fraction: float, source) -> tuple:
         for k in range(int(sources.max()) + 1):
             members = torch.nonzero(sources == k).flatten()
             names = source[k] if isinstance(source, (list, tuple)) else source
-            if fixed is not None and bool((fixed[members] >= 0).all()):  # the reader's own split
-                tr, va = torch.nonzero(fixed[members] == 0).flatten(), torch.nonzero(fixed[members] == 1).flatten()
-            else:
-                tr, va = split_by_identity([dataset.identities[i] for i in members.tolist()] if dataset.identities
-                                           else None, len(members), val_fraction)
+            tr, va = split_source(None if fixed is None else fixed[members],
+                                  [dataset.identities[i] for i in members.tolist()] if dataset.identities else None,
+                                  len(members), val_fraction)
             if len(tr) < 2 or len(va) < 1:
                 raise InputError(f"{names}: too few faces ({len(members)}) to hold out a validation set")
             train_idx.append(members[tr])
             val_idx.append(members[va])
         return dataset.subset(torch.cat(train_idx)), dataset.subset(torch.cat(val_idx))
-    if fixed is not None and bool((fixed >= 0).all()):
-        train_idx, val_idx = torch.nonzero(fixed == 0).flatten(), torch.nonzero(fixed == 1).flatten()
-    else:
-        train_idx, val_idx = split_by_identity(dataset.identities, len(dataset), val_fraction)
+    train_idx, val_idx = split_source(fixed, dataset.identities, len(dataset), val_fraction)
     if len(train_idx) < 2 or len(val_idx) < 1:
         raise InputError(f"{source}: too few faces ({len(dataset)}) to hold out a validation set")
     return dataset.subset(train_idx), dataset.subset(val_idx)

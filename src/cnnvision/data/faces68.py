@@ -86,12 +86,18 @@ def load_faces68(csv_path: str | Path, images_dir: str | Path | None = None, siz
         return {"images": np.stack(crops), "points": points, "boxes": np.asarray(boxes, np.float32),
                 "names": np.asarray(names)}
     arrays = cache.cached(key, crop_faces, use_cache)
-    boxes = torch.from_numpy(arrays["boxes"])  # (N, 4) in source pixels
+    boxes, crop_points = in_crops(arrays, size)
+    names = [str(s) for s in arrays["names"]]
+    return KeypointDataset(torch.from_numpy(arrays["images"]), crop_points, IBUG68, boxes,
+                           identities_from_names(names)[0], names)
+
+
+def in_crops(arrays: dict, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The crops' boxes (N, 4) in source pixels and the cached source-pixel points in crop pixels."""
+    boxes = torch.from_numpy(arrays["boxes"])
     scale = (boxes[:, 2] - boxes[:, 0]) / size  # source pixels per crop pixel
     crop_points = (torch.from_numpy(arrays["points"]) + 0.5 - boxes[:, None, :2]) / scale[:, None, None] - 0.5
-    names = [str(s) for s in arrays["names"]]
-    return KeypointDataset(torch.from_numpy(arrays["images"]), crop_points.float(), IBUG68, boxes,
-                           identities_from_names(names)[0], names)
+    return boxes, crop_points.float()
 
 
 WEB_MIN_FACE = 64  # web-faces boxes smaller than this (px) are left out of landmark training
@@ -139,12 +145,10 @@ def load_web68(csv_path: str | Path, images_dir: str | Path, size: int = 96, cha
         return {"images": np.stack(crops), "points": np.stack(points), "boxes": np.asarray(squares, np.float32),
                 "names": np.asarray(kept)}
     arrays = cache.cached(key, crop_faces, use_cache)
-    squares = torch.from_numpy(arrays["boxes"])
-    scale = (squares[:, 2] - squares[:, 0]) / size
-    crop_points = (torch.from_numpy(arrays["points"]) + 0.5 - squares[:, None, :2]) / scale[:, None, None] - 0.5
+    squares, crop_points = in_crops(arrays, size)
     kept = [str(s) for s in arrays["names"]]
     fixed = torch.tensor([int(n in held_out) for n in kept], dtype=torch.int8)
-    return KeypointDataset(torch.from_numpy(arrays["images"]), crop_points.float(), IBUG68, squares, kept, kept,
+    return KeypointDataset(torch.from_numpy(arrays["images"]), crop_points, IBUG68, squares, kept, kept,
                            fixed_split=fixed)
 
 

@@ -71,7 +71,7 @@ KAGGLE15_FROM_68 = (
 
 # Where the web-faces' 21 points fall among the 68 (AFLW index: iBUG index). Measured, not taken
 # from the data's README (whose order does not match the file): the shipped landmarks68 net placed
-# the 68 points on 300 web-faces faces of 60 px or more, and each of these 21 points lies nearest,
+# the 68 points on 300 web-faces faces of 60 px or more, and each of these 16 points lies nearest,
 # by median, to the iBUG point given (0.03-0.07 of the eye-corner distance away). Left out: the
 # nose's sides (10, 12: 0.10 away, the alar wings rather than iBUG's nostril corners), the mouth's
 # middle (14: between 62 and 66) and the eye centres (16, 17), which iBUG has no point for.
