@@ -28,7 +28,7 @@ import torch
 
 from cnnvision import checkpoint
 from cnnvision import images as imgs
-from cnnvision.apps.faces import DETECTOR, LANDMARKS, FacePipeline, detector_box_of
+from cnnvision.apps.faces import DETECTOR, LANDMARKS, FacePipeline
 from cnnvision.boxes import box_iou
 from cnnvision.data import load_keypoints
 from cnnvision.data.dataset import hold_out_people, identities_from_names, split_by_identity
@@ -133,7 +133,7 @@ def main() -> None:
     paths = [data / "faces-300w" / "images" / p for p in photos]
     ours, theirs = run_ours(pipeline, paths), run_dlib(a.dlib_python, paths)
     extent = lambda p: np.concatenate([p.min(-2), p.max(-2)], -1)  # noqa: E731
-    ours_box = lambda p: detector_box_of(detector, p)  # noqa: E731
+    ours_box = pipeline.box_of  # the box the pipeline reports for a face with these points
     peer = peer_on_rows(a.dlib_python, names, points, data / "faces-300w" / "images")  # dlib, true-point box
     faces = load_keypoints(data / "faces-300w" / "training_keypoints.csv", data / "faces-300w" / "images",
                            landmarks.cfg.image_size, landmarks.cfg.in_channels)

@@ -12,6 +12,7 @@ share of them (several shares, comma-separated, give a limit each).
 
     python benchmarks/detector_threshold.py [--detector CKPT] [--landmarks CKPT] [--thresholds 0.5,0.7,0.8,0.9]
         [--lose 0.01,0.03] [--precision auto|fp32|bf16] [--level-step 4.0] [--enlarge-to 640] [--sure 0.95,0.98]
+        [--boxes points|detector]
 
 With ``--sure``, the shipped limit is also measured with detections scoring that much or more
 kept whatever their spread (the pipeline's ``SURE``).
@@ -24,9 +25,9 @@ import torch
 
 from cnnvision import checkpoint
 from cnnvision import images as imgs
-from cnnvision.apps.faces import DETECTOR, LANDMARKS, MAX_SPREAD, FacePipeline, detector_box_of, face_free_crops
-from cnnvision.boxes import box_iou
-from cnnvision.data.photos import group_by_photo, read_web_faces, split_photos
+from cnnvision.apps.faces import DETECTOR, LANDMARKS, MAX_SPREAD, FacePipeline, face_free_crops
+from cnnvision.boxes import box_iou, nms
+from cnnvision.data.photos import drawn_box, group_by_photo, read_web_faces, split_photos
 from compare_dlib import DATA, held_out_rows
 
 WEB = DATA.parent / "web-faces"
@@ -34,24 +35,33 @@ WEB = DATA.parent / "web-faces"
 
 def scored(pipeline, photo, truth, lowest):
     """For each detection scoring at least ``lowest``: its score, its best IoU with a true box,
-    and its landmark heatmaps' spread; the true boxes it matched at IoU 0.5 (by index)."""
+    and its landmark heatmaps' spread; the true boxes it matched at IoU 0.5 (by index); its box
+    as the pipeline reports it (drawn from its points, or the detector's)."""
     (boxes, scores), = pipeline.detect([photo])
     keep = scores >= lowest
     boxes, scores = boxes[keep], scores[keep]
     if not len(boxes):
-        return np.zeros((0, 3)), np.zeros((0, len(truth)), bool)
-    _, spread = pipeline.landmarks_in([photo], [0] * len(boxes), boxes.tolist(), spread=True)
+        return np.zeros((0, 3)), np.zeros((0, len(truth)), bool), torch.zeros(0, 4)
+    points, spread = pipeline.landmarks_in([photo], [0] * len(boxes), boxes.tolist(), spread=True)
+    if pipeline.boxes_from_points:
+        boxes = torch.from_numpy(drawn_box(points)).float()
     overlap = box_iou(boxes, truth).numpy() if len(truth) else np.zeros((len(boxes), 0))
     best = overlap.max(1) if len(truth) else np.zeros(len(boxes))
-    return np.stack([scores.numpy(), best, spread], 1), overlap >= 0.5
+    return np.stack([scores.numpy(), best, spread], 1), overlap >= 0.5, boxes
 
 
-def figures(pictures, t, limit, sure=np.inf):
+def figures(pictures, t, limit, sure=np.inf, merge=None):
     """Faces found (share of true boxes matched) and other boxes per picture at threshold ``t``
-    and spread ``limit`` (None: no check), which detections scoring ``sure`` or more skip."""
+    and spread ``limit`` (None: no check), which detections scoring ``sure`` or more skip; of the
+    boxes drawn from points, the weaker of two that overlap by more than IoU ``merge`` goes, as
+    in the pipeline."""
     hit = faces = false = 0
-    for rows, matches in pictures:
+    for rows, matches, boxes in pictures:
         kept = (rows[:, 0] >= t) & ((rows[:, 2] <= (np.inf if limit is None else limit)) | (rows[:, 0] >= sure))
+        if kept.sum() > 1 and merge is not None:
+            mine = np.flatnonzero(kept)
+            kept[:] = False
+            kept[mine[nms(boxes[mine], torch.from_numpy(rows[mine, 0]).float(), merge)]] = True
         hit += int(matches[kept].any(0).sum()) if matches.shape[1] else 0
         faces += matches.shape[1]
         false += int((kept & (rows[:, 1] < 0.5)).sum())
@@ -73,10 +83,14 @@ def main() -> None:
                     "towards it, at most ENLARGE_MOST times (default: the pipeline's)")
     ap.add_argument("--sure", default="", help="scores above which a detection skips the spread check, "
                     "each measured with the shipped limit (e.g. 0.95,0.98)")
+    ap.add_argument("--boxes", default="points", choices=["points", "detector"],
+                    help="the boxes judged: drawn from each face's points, as the pipeline reports them, "
+                    "or the detector's")
     a = ap.parse_args()
     detector = checkpoint.load_net(a.detector, None if a.detector else DETECTOR)
     landmarks = checkpoint.load_net(a.landmarks, None if a.landmarks else LANDMARKS)
     pipeline = FacePipeline(detector, landmarks, threshold=0.05, precision=a.precision,
+                            boxes_from_points=a.boxes == "points",
                             **({"level_step": a.level_step} if a.level_step else {}),
                             **({"enlarge_to": a.enlarge_to} if a.enlarge_to else {}))
     thresholds = [float(t) for t in a.thresholds.split(",")]
@@ -86,7 +100,7 @@ def main() -> None:
     names, points = held_out_rows(DATA / "training_frames_keypoints.csv", 0.15)
     frames = []
     for name, pts in zip(names, points):
-        truth = torch.from_numpy(detector_box_of(detector, pts[None])).float().reshape(-1, 4)
+        truth = torch.from_numpy(pipeline.box_of(pts[None])).float().reshape(-1, 4)
         frames.append(scored(pipeline, imgs.open_image(Path(DATA / "training" / name), 3), truth, lowest))
 
     web_names, boxes, _ = read_web_faces(WEB / "faces.csv")
@@ -103,18 +117,20 @@ def main() -> None:
     crops = face_free_crops(opened, [per_photo[i] for i in val], 200)
     on_crops = [scored(pipeline, c, torch.zeros(0, 4), lowest) for c in crops]
     print(f"{len(frames)} held-out frames; {len(held)} web validation photos, "
-          f"{sum(m.shape[1] for _, m in held)} faces; {len(crops)} face-free squares; spread limits "
+          f"{sum(m.shape[1] for _, m, _ in held)} faces; {len(crops)} face-free squares; spread limits "
           f"from {len(trained_on)} web training photos (shipped MAX_SPREAD: {MAX_SPREAD}); precision {a.precision}, "
-          f"pyramid levels {pipeline.level_step:g} apart, photos enlarged towards {pipeline.enlarge_to} px")
+          f"pyramid levels {pipeline.level_step:g} apart, photos enlarged towards {pipeline.enlarge_to} px; "
+          f"boxes {a.boxes}")
     for t in thresholds:
-        true = np.concatenate([r[(r[:, 0] >= t) & (r[:, 1] >= 0.5), 2] for r, _ in trained_on])
+        true = np.concatenate([r[(r[:, 0] >= t) & (r[:, 1] >= 0.5), 2] for r, _, _ in trained_on])
         chosen = [float(np.quantile(true, 1 - float(lose))) for lose in a.lose.split(",")]
         limits = [*chosen, MAX_SPREAD]
         checks = [(None, np.inf), *[(c, np.inf) for c in limits], *[(c, x) for c in limits for x in sures]]
+        merge = detector.cfg.nms_iou if pipeline.boxes_from_points else None
         for limit, sure in checks:
-            found, others = figures(frames, t, limit, sure)
-            recall, false = figures(held, t, limit, sure)
-            _, boxes_on_crops = figures(on_crops, t, limit, sure)
+            found, others = figures(frames, t, limit, sure, merge)
+            recall, false = figures(held, t, limit, sure, merge)
+            _, boxes_on_crops = figures(on_crops, t, limit, sure, merge)
             check = ("no spread check     " if limit is None else f"spread <= {limit:.3f}    "
                      + (f"unless >= {sure:.2f}" if sure <= 1 else ""))
             print(f"threshold {t:.2f}, {check}: frames found {found:.4f}, other boxes a frame {others:.3f}; "

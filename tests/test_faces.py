@@ -237,8 +237,9 @@ def test_onnx_runtime_gives_torch_s_faces(pipeline):
 
 
 def test_int8_runtime_gives_torch_s_faces_within_its_tolerance():
-    """The shipped int8 graphs: the same faces, boxes within 2% of the face's side, the 68 points
-    within 1.5% of it on average (measured: at most 0.9% and 0.7% on these photos, stop 19)."""
+    """The shipped int8 graphs: the same faces, the 68 points within 1.5% of the face's side on
+    average, and the boxes drawn from them within 5% (stop 25: points at most 0.9%, box corners
+    at most 3.8%, on a drawn face that the landmark check would turn down)."""
     pytest.importorskip("onnxruntime")
     from cnnvision.benchmark import demo_photos
     photos = demo_photos(6, 640, 480, seed=1)
@@ -253,7 +254,7 @@ def test_int8_runtime_gives_torch_s_faces_within_its_tolerance():
         for fa, fb in zip(a, b):
             found += 1
             side = fa.box[2] - fa.box[0]
-            assert np.abs(np.array(fa.box) - np.array(fb.box)).max() < 0.02 * side
+            assert np.abs(np.array(fa.box) - np.array(fb.box)).max() < 0.05 * side
             assert np.abs(fa.keypoints - fb.keypoints).mean() < 0.015 * side and abs(fa.score - fb.score) < 0.02
     assert found >= 3
 
@@ -268,21 +269,34 @@ def test_int8_runtime_needs_a_shipped_model():
         for_runtime(net, "onnx-int8")
 
 
-def test_predict_with_the_detector_alone_gives_the_pipeline_s_boxes(tmp_path, capsys):
+def test_predict_with_the_detector_alone_finds_what_the_pipeline_reports(tmp_path, capsys):
+    """`predict --pretrained face-detector` runs the pipeline's search: without the landmark check
+    the pipeline reports those detections (by score; two whose boxes, drawn from their points,
+    overlap are one face), with the check some of them; each box is drawn from its face's points,
+    or is the detector's own with ``boxes_from_points=False``."""
     from cnnvision.benchmark import demo_photos
+    from cnnvision.data.photos import drawn_box
     path = tmp_path / "p.png"
-    demo_photos(1, 640, 480, seed=1)[0].save(path)
+    photo = demo_photos(1, 640, 480, seed=1)[0]
+    photo.save(path)
     for threshold in ("0.5", "0.9"):
         assert main(["predict", "--pretrained", "face-detector", str(path), "--threshold", threshold]) == 0
         alone = json.loads(capsys.readouterr().out)[str(path)]
         assert main(["predict", str(path), "--no-overlay", "--threshold", threshold, "--max-spread", "off"]) == 0
         piped = json.loads(capsys.readouterr().out)[str(path)]
-        assert [(f["box"], f["score"]) for f in alone] == [(f["box"], f["score"]) for f in piped]
         assert alone or threshold == "0.9"  # at 0.5 there is something to compare
-        # with the landmark net's check, some of the detector's boxes and only those
+        assert {f["score"] for f in piped} <= {f["score"] for f in alone} and (piped or not alone)
         assert main(["predict", str(path), "--no-overlay", "--threshold", threshold]) == 0
         checked = json.loads(capsys.readouterr().out)[str(path)]
-        assert all((f["box"], f["score"]) in [(g["box"], g["score"]) for g in alone] for f in checked)
+        assert {f["score"] for f in checked} <= {f["score"] for f in piped}
+        for f in piped:
+            np.testing.assert_allclose(f["box"], drawn_box(np.array(f["keypoints"])), atol=0.2)
+    # the detector's own boxes, as `predict --pretrained face-detector` gives them
+    as_detected = FacePipeline.pretrained(threshold=0.5, max_spread=None, boxes_from_points=False)
+    (boxes, _), = as_detected.detect([photo])
+    faces = as_detected(photo)
+    assert len(faces) == len(boxes) > 0
+    np.testing.assert_allclose([f.box for f in faces], boxes.numpy())
 
 
 def test_max_spread_must_be_a_number_or_off(tmp_path, capsys):

@@ -42,6 +42,30 @@ def face_box(points: np.ndarray) -> np.ndarray:
     return np.stack([cx - half, cy - half, cx + half, cy + half], -1)
 
 
+# The box a person draws around a face, from five of its 68 points, so that the photo pipeline can
+# report a face's box from its landmarks. Fitted (least squares) on the 1,378 faces of the
+# web-faces training photos, whose drawn boxes and true eye corners, nose tip and mouth corners
+# are labelled: the centre lies DRAWN_DOWN of the way from the middle of the four eye corners to
+# the middle of the mouth corners, moved by DRAWN_NOSE times the nose tip's offset from halfway
+# between them (the face turns towards where the nose points); the side is DRAWN_EYES_MOUTH
+# eyes-to-mouth distances plus DRAWN_OUTER_EYES outer-eye-corner distances (one grows as the head
+# nods, the other as it turns). On the 215 faces of the validation photos it meets the drawn box
+# at IoU 0.908 on average (0.815 for the worst 5%); ``face_box`` of the same faces' points, which
+# needs the jaw, is another convention (the extent's square enlarged 1.226 times).
+DRAWN_DOWN, DRAWN_NOSE = 0.543, 0.285
+DRAWN_EYES_MOUTH, DRAWN_OUTER_EYES = 1.577, 0.425
+
+
+def drawn_box(points: np.ndarray) -> np.ndarray:
+    """(..., 68, 2) points (iBUG order) -> (..., 4) the square a person would draw around that face."""
+    eyes = points[..., [36, 39, 42, 45], :].mean(-2)
+    mouth = points[..., [48, 54], :].mean(-2)
+    centre = eyes + DRAWN_DOWN * (mouth - eyes) + DRAWN_NOSE * (points[..., 30, :] - (eyes + mouth) / 2)
+    side = (DRAWN_EYES_MOUTH * np.linalg.norm(mouth - eyes, axis=-1)
+            + DRAWN_OUTER_EYES * np.linalg.norm(points[..., 45, :] - points[..., 36, :], axis=-1))
+    return np.concatenate([centre - side[..., None] / 2, centre + side[..., None] / 2], -1)
+
+
 def extent_of(boxes):
     """Inverse of ``face_box`` for the square extent: face boxes (..., 4) -> the square around
     the points' extent they stand for (the framing the landmark nets were trained on)."""
