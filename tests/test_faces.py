@@ -426,3 +426,24 @@ def test_a_detection_the_detector_is_sure_of_skips_the_spread_check(pipeline):
     assert kept(**strict, sure=0.98) == pytest.approx([0.99])
     assert kept(**strict, sure=0.9) == pytest.approx([0.99, 0.97])
     assert kept(max_spread=None, sure=2.0) == pytest.approx([0.99, 0.97, 0.6])
+
+
+def test_two_detections_of_one_face_are_one_face_once_boxed_by_its_points(pipeline):
+    """A face the search found twice (its box and a poorer one, shifted and larger, which NMS
+    kept apart): both give nearly the same points, so their boxes drawn from them overlap, and
+    the weaker goes. With the detector's boxes both would stay."""
+    from importlib.resources import files
+
+    from cnnvision.boxes import box_iou
+    photo = Image.open(files("cnnvision") / "samples" / "faces.jpg").convert("RGB")
+    (boxes, scores), = pipeline.detect([photo])
+    side = boxes[:, 2:] - boxes[:, :2]
+    poorer = torch.cat([boxes[:, :2] + 0.2 * side, boxes[:, 2:] + 0.6 * side], 1)
+    assert (box_iou(boxes, poorer).diagonal() < 0.4).all()  # NMS at 0.4 keeps both
+    doubled = [(torch.cat([boxes, poorer]), torch.cat([scores, scores - 0.01]))]
+    (found, found_scores), = pipeline.find([photo], doubled)
+    (once, once_scores), = pipeline.find([photo], [(boxes, scores)])
+    assert len(once) == len(boxes) >= 3 and torch.equal(found_scores, once_scores)
+    as_detected = FacePipeline(pipeline.detector, pipeline.landmarks, boxes_from_points=False)
+    (kept, _), = as_detected.find([photo], doubled)
+    assert len(kept) > len(found)
