@@ -8,7 +8,8 @@ non-maximum suppression. Each face is then cropped as the landmark net was train
 (the square around the box, with a margin) and all faces of all photos go through the landmark
 net in one batch. With ``refine``, the crop is made again around the first landmarks, turned
 upright by the tilt of the eyes, and the net run once more: that undoes most of a detector box's
-misplacement, and gives a tilted head the upright view the net was trained on.
+misplacement, and gives a tilted head the upright view the net was trained on. Each face's box
+is then drawn from its points, as a person would draw it (``BOXES_FROM_POINTS``).
 """
 import copy
 import math
@@ -353,10 +354,11 @@ class FacePipeline:
         # Each face's box is the one a person would draw, from its points, not the detector's (see
         # BOXES_FROM_POINTS); two detections whose points now give overlapping boxes are one face.
         boxes = torch.from_numpy(drawn_box(points)).float().reshape(-1, 4)
-        mine = torch.tensor(owners, dtype=torch.long)
-        kept = [int(k) for i in sorted(set(owners)) for k in torch.nonzero(mine == i)[:, 0][
-            nms(boxes[mine == i], scores[mine == i], self.detector.cfg.nms_iou)]]
-        kept.sort()  # back to the detections' order, best first within each photo
+        mine, kept = torch.tensor(owners, dtype=torch.long), []
+        for i in dict.fromkeys(owners):
+            theirs = torch.nonzero(mine == i)[:, 0]
+            kept += theirs[nms(boxes[theirs], scores[theirs], self.detector.cfg.nms_iou)].tolist()
+        kept.sort()  # the detections' order: by photo, best first within each
         return [owners[k] for k in kept], boxes[kept], scores[kept], points[kept]
 
     def box_of(self, points: np.ndarray) -> np.ndarray:
