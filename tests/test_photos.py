@@ -12,7 +12,7 @@ from cnnvision.data import load_sources
 from cnnvision.data.augment import AugmentConfig, augment, degrade, parse_augment
 from cnnvision.data.dataset import hold_out_people, identities_from_names, join
 from cnnvision.data.faces68 import load_faces68
-from cnnvision.data.photos import (drawn_box, extent_of, face_box, group_by_photo, photo_crops, read_web_faces,
+from cnnvision.data.photos import (drawn_box, drawn_extent, extent_of, face_box, group_by_photo, photo_crops, read_web_faces,
                                    split_photos)
 from cnnvision.errors import InputError
 from cnnvision.nets.detect import DetectorConfig, DetectorNet
@@ -150,6 +150,23 @@ def test_drawn_box_meets_the_web_faces_drawn_boxes(shared):
     overlap = box_iou(torch.from_numpy(drawn_box(points[rows])).float(),
                       torch.from_numpy(boxes[rows]).float()).diagonal()
     assert 200 < rows.sum() < 230 and overlap.mean() > 0.89 and (overlap > 0.5).all()
+
+
+def test_drawn_extent_frames_a_drawn_box_as_the_points_frame_their_face():
+    box = np.array([10.0, 20.0, 107.5, 117.5])  # side 97.5
+    square = drawn_extent(box)
+    assert square[2] - square[0] == pytest.approx(100.0) and square[3] - square[1] == pytest.approx(100.0)
+    assert (square[0] + square[2]) / 2 == pytest.approx(58.75) and (square[1] + square[3]) / 2 == pytest.approx(70.15)
+
+
+def test_web_faces_crops_show_faces_at_the_scale_of_the_300w_crops(shared):
+    """Framed from their drawn boxes (``drawn_extent``), the web-faces faces stand in their crops
+    as the faces-300w faces, framed from their points, do: eyes as far apart (median within 10%)."""
+    from cnnvision.data.faces68 import load_web68
+    web = load_web68(shared / "web-faces" / "faces.csv", shared / "web-faces" / "images", size=32)
+    photos = load_faces68(shared / "faces-300w" / "training_keypoints.csv", shared / "faces-300w" / "images", size=32)
+    eyes = [np.nanmedian(np.linalg.norm(d.points[:, 45] - d.points[:, 36], axis=-1)) for d in (web, photos)]
+    assert 0.9 < eyes[0] / eyes[1] < 1.1
 
 
 def test_ignored_cells_neither_face_nor_background():

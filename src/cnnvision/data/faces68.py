@@ -107,13 +107,13 @@ def load_web68(csv_path: str | Path, images_dir: str | Path, size: int = 96, cha
                use_cache: bool = True, margin: float = MARGIN, val_fraction: float = 0.15) -> KeypointDataset:
     """The web-faces photos as partly labelled 68-point faces: the 16 of their 21 points that
     are iBUG points (``WEB21_TO_68``), NaN for the other 52, which the loss skips. Each face is
-    framed from its drawn box as the photo pipeline frames a detector's box (``extent_of``, then
-    the margin), so the net learns that framing's spread too; boxes under ``WEB_MIN_FACE`` px
+    framed as the other sources' faces are, around its 68 points' extent (which ``drawn_extent``
+    finds from the drawn box), then the margin; boxes under ``WEB_MIN_FACE`` px
     are left out (the photos are at most 640 px: smaller faces would be mostly blur). The
     validation photos are the detector's (``split_photos``, seed 0, ``val_fraction``), so no
     landmark net trains on the photos the detector is measured on."""
     from cnnvision.data.layouts import WEB21_TO_68
-    from cnnvision.data.photos import extent_of, read_web_faces, split_photos
+    from cnnvision.data.photos import drawn_extent, read_web_faces, split_photos
     csv_path, images_dir = Path(csv_path), Path(images_dir)
     if not images_dir.is_dir():
         raise InputError(f"{images_dir}: no such image folder (give it with --images DIR)")
@@ -121,7 +121,8 @@ def load_web68(csv_path: str | Path, images_dir: str | Path, size: int = 96, cha
     photos = list(dict.fromkeys(names))
     _, val_photos = split_photos(photos, val_fraction)
     held_out = {photos[i] for i in val_photos}
-    key = cache.cache_key(csv_path, "web68", str(images_dir.resolve()), size, channels, margin, WEB_MIN_FACE)
+    key = cache.cache_key(csv_path, "web68", str(images_dir.resolve()), size, channels, margin, WEB_MIN_FACE,
+                          "drawn_extent")
 
     def crop_faces() -> dict:
         crops, squares, points, kept = [], [], [], []
@@ -131,7 +132,7 @@ def load_web68(csv_path: str | Path, images_dir: str | Path, size: int = 96, cha
                 continue
             if name not in opened:
                 opened = {name: imgs.open_image(images_dir / name, channels)}
-            square = imgs.square_box(*extent_of(box), margin)
+            square = imgs.square_box(*drawn_extent(box), margin)
             crop = imgs.crop_square(opened[name], square, size)
             crops.append(crop[None] if channels == 1 else crop.transpose(2, 0, 1))
             full = np.full((68, 2), np.nan, np.float32)
