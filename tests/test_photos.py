@@ -12,8 +12,8 @@ from cnnvision.data import load_sources
 from cnnvision.data.augment import AugmentConfig, augment, degrade, parse_augment
 from cnnvision.data.dataset import hold_out_people, identities_from_names, join
 from cnnvision.data.faces68 import load_faces68
-from cnnvision.data.photos import (drawn_box, drawn_extent, extent_of, face_box, group_by_photo, photo_crops, read_web_faces,
-                                   split_photos)
+from cnnvision.data.photos import (drawn_box, drawn_extent, extent_of, face_box, framing_of, group_by_photo,
+                                   label_box, photo_crops, read_web_faces, split_photos)
 from cnnvision.errors import InputError
 from cnnvision.nets.detect import DetectorConfig, DetectorNet
 from cnnvision.nets.keypoints import nme_summary
@@ -167,6 +167,43 @@ def test_web_faces_crops_show_faces_at_the_scale_of_the_300w_crops(shared):
     photos = load_faces68(shared / "faces-300w" / "training_keypoints.csv", shared / "faces-300w" / "images", size=32)
     eyes = [np.nanmedian(np.linalg.norm(d.points[:, 45] - d.points[:, 36], axis=-1)) for d in (web, photos)]
     assert 0.9 < eyes[0] / eyes[1] < 1.1
+
+
+@pytest.mark.parametrize("style", ["face", "drawn", "points"])
+def test_each_box_style_frames_its_boxes_back_around_the_points(style):
+    points = np.random.default_rng(1).uniform(20, 120, (3, 68, 2))
+    boxes = label_box(points, style)
+    lo, hi = points.min(1), points.max(1)
+    square = framing_of(boxes, style)
+    if style == "points":
+        assert np.allclose(square, np.concatenate([lo, hi], 1))
+    else:
+        side = (hi - lo).max(1)
+        assert np.allclose(square[:, 2] - square[:, 0], side) and np.allclose(square[:, 3] - square[:, 1], side)
+        assert np.allclose((square[:, :2] + square[:, 2:]) / 2, (lo + hi) / 2)
+    assert np.allclose(label_box(points, "face"), face_box(points))
+    drawn = label_box(points, "drawn")  # the drawn convention: about the extent's own square
+    assert np.allclose(drawn[:, 2] - drawn[:, 0], 0.975 * (hi - lo).max(1), rtol=1e-3)
+
+
+def test_a_detector_trained_on_photos_learns_the_drawn_boxes(tmp_path):
+    """Web photos beside photos with 68 points: every source boxed as a person draws (box style
+    ``drawn``); frames alone keep the extent of the points."""
+    from cnnvision.cli import main
+    (tmp_path / "w").mkdir()
+    (tmp_path / "p").mkdir()
+    web_csv, web_dir = write_web_faces(tmp_path / "w", photos=12)
+    photos_csv, photos_dir = write_photos68(tmp_path / "p", photos=12)
+    out = tmp_path / "det"
+    assert main(["train", "--task", "detection", "--data", str(web_csv), "--images", str(web_dir),
+                 "--data", str(photos_csv), "--images", str(photos_dir), "--scene-count", "16", "--image-size", "64",
+                 "--width", "4", "--epochs", "1", "--max-steps", "1", "--batch-size", "8", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["net"]["box_style"] == "drawn"
+    frames_csv, frames_dir = write_faces68(tmp_path, n=9)
+    assert main(["train", "--task", "detection", "--data", str(frames_csv), "--images", str(frames_dir),
+                 "--scene-count", "8", "--image-size", "64", "--width", "4", "--epochs", "1", "--max-steps", "1",
+                 "--batch-size", "8", "--out", str(tmp_path / "frames")]) == 0
+    assert json.loads((tmp_path / "frames" / "config.json").read_text())["net"]["box_style"] == "points"
 
 
 def test_ignored_cells_neither_face_nor_background():

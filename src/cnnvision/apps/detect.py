@@ -13,7 +13,7 @@ from cnnvision.boxes import box_iou
 from cnnvision.data.dataset import hold_out_people, identities_from_names, identity_from_name, split_by_identity
 from cnnvision.data.faces68 import parse_points_csv
 from cnnvision.data.kaggle import read_rows
-from cnnvision.data.photos import face_box, group_by_photo, is_web_faces, photo_crops, read_web_faces, split_photos
+from cnnvision.data.photos import group_by_photo, is_web_faces, label_box, photo_crops, read_web_faces, split_photos
 from cnnvision.data.scenes import DetectionDataset, concat, frame_crops, frames, scenes
 from cnnvision.errors import InputError
 from cnnvision.runs import RunFolder, resumed
@@ -63,7 +63,9 @@ def _train(t: DetectorTraining, out: Path, resume: bool) -> dict:
         raise InputError("detection needs --data (a 68-point or web-faces CSV) and --images (its pictures), "
                          "one --images per --data")
     kinds = [source_kind(Path(p)) for p in paths]
-    style = "points" if kinds == ["frames"] else "face"
+    # every source labelled in one convention, the box a person draws; frames alone keep the
+    # first detector's extent of the points
+    style = "points" if kinds == ["frames"] else "drawn"
     if shares is not None and len(shares) != len(paths):
         raise InputError(f"--share has {len(shares)} values for {len(paths)} --data sources; give one per source")
     weights = shares or [1.0] * len(paths)
@@ -80,11 +82,11 @@ def _train(t: DetectorTraining, out: Path, resume: bool) -> dict:
         from cnnvision.apps.faces import LANDMARKS, FacePipeline
         miner = FacePipeline(checkpoint.load_net(init), checkpoint.load_net(pretrained=LANDMARKS), threshold=0.5)
     for path, folder, kind, count in zip(paths, folders, kinds, counts):
-        extra = {"miner": miner} if kind == "web" else {}
+        extra = {"miner": miner} if kind == "web" else {"style": style} if kind == "photos" else {}
         part, held, what = SOURCE_READERS[kind](Path(path), Path(folder), count, image_size, net_cfg.in_channels,
                                                 val_fraction, **extra)
-        if style == "face" and kind == "frames":  # the frames' boxes are their points' extent
-            part, held = part.to_face_boxes(), held.to_face_boxes()
+        if style != "points" and kind == "frames":  # the frames' boxes are their points' extent
+            part, held = part.to_face_boxes(style), held.to_face_boxes(style)
         train_parts.append(part)
         val_parts.append(held)
         described.append(what)
@@ -177,15 +179,17 @@ def unmatched_detections(pipeline, photo, faces: np.ndarray, iou: float) -> np.n
     return boxes.astype(np.float32).reshape(-1, 4)
 
 
-def photo_source(data: Path, images: Path, count: int, size: int, channels: int, val_fraction: float):
-    """Photos with 68 points on some of their faces: crops around the labelled faces, where the
-    faces nobody labelled (those the shipped detector finds that match no label) are ignored."""
+def photo_source(data: Path, images: Path, count: int, size: int, channels: int, val_fraction: float,
+                 style: str = "drawn"):
+    """Photos with 68 points on some of their faces: crops around the labelled faces (boxed in
+    the detector's ``style``), where the faces nobody labelled (those the shipped detector finds
+    that match no label) are ignored."""
     names, points = parse_points_csv(data)
     extents = np.concatenate([points.min(1), points.max(1)], 1)
     photos, per_photo = group_by_photo(names, extents)
     train_idx, val_idx = split_photos(photos, val_fraction)
     opened = [imgs.open_image(images / p, 3) for p in photos]  # crops convert to the net's channels
-    faces = [face_box(b.reshape(-1, 2, 2)) for b in per_photo]
+    faces = [label_box(b.reshape(-1, 2, 2), style) for b in per_photo]
     # the faces nobody labelled: those the shipped detector finds (at 0.8) that match no label
     from cnnvision.apps.faces import FacePipeline
     finder = FacePipeline.pretrained(threshold=0.8)
@@ -220,8 +224,8 @@ def evaluate_file(net, data: str, images: str | None, split: str = "all", val_fr
     if split != "all":
         train_set, val_set = hold_out_people(found, val_fraction, data)
         found = val_set if split == "val" else train_set
-    if net.cfg.box_style == "face":
-        found = found.to_face_boxes()
+    if net.cfg.box_style != "points":
+        found = found.to_face_boxes(net.cfg.box_style)
     from cnnvision.runtime import for_runtime
     from cnnvision.solver import resolve_device
     return evaluate(for_runtime(net, runtime), found, flip=False,

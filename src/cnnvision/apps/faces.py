@@ -24,7 +24,7 @@ from PIL import Image
 from cnnvision import checkpoint
 from cnnvision import images as imgs
 from cnnvision.boxes import box_iou, decode, nms
-from cnnvision.data.photos import drawn_box, extent_of, face_box
+from cnnvision.data.photos import drawn_box, face_box, framing_of, label_box
 from cnnvision.errors import InputError
 from cnnvision.layers import fold_batch_norm
 from cnnvision.solver import autocast, resolve_device
@@ -307,8 +307,8 @@ class FacePipeline:
         """(F, 68, 2) landmarks, in photo pixels, of the faces in ``boxes`` (x0, y0, x1, y1, as the
         detector draws them) of ``photos[owners[f]]``; with ``spread`` (heatmap nets), also
         how spread out the heatmaps of the last pass were (F,), low on faces."""
-        if self.detector.cfg.box_style == "face":  # a face box stands for the square around the points
-            boxes = extent_of(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
+        # a face box stands for the square around the points, by its style's rule
+        boxes = framing_of(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), self.detector.cfg.box_style)
         margin = self.landmarks.cfg.margin
         squares = [imgs.square_box(*b, margin) for b in boxes]
         if not self.refine:
@@ -483,17 +483,15 @@ def upright_square(points: np.ndarray, roll: float, margin: float) -> tuple[floa
 def face_boxes_of(detector, boxes: torch.Tensor) -> torch.Tensor:
     """A detector's boxes (K, 4) as face boxes: as they are, or, from the first detector (which
     drew the points' extent), turned into face boxes by the same rule as its training labels."""
-    if detector.cfg.box_style == "face":
+    if detector.cfg.box_style != "points":
         return boxes
     return torch.from_numpy(face_box(boxes.numpy().reshape(-1, 2, 2))).float().reshape(-1, 4)
 
 
 def detector_box_of(detector, points: np.ndarray) -> np.ndarray:
-    """The box a detector is trained to draw around faces with these (N, K, 2) points: a face box,
-    or the points' extent for the first detector."""
-    if detector.cfg.box_style == "face":
-        return face_box(points)
-    return np.concatenate([points.min(-2), points.max(-2)], -1)
+    """The box a detector is trained to draw around faces with these (N, K, 2) points, in its
+    ``box_style`` (data.photos.label_box)."""
+    return label_box(points, detector.cfg.box_style)
 
 
 def evaluate_landmarks_on_photos(pipeline: "FacePipeline", images_dir: str | Path, names: list[str],

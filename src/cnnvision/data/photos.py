@@ -83,6 +83,38 @@ def drawn_extent(boxes: np.ndarray) -> np.ndarray:
     return np.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], -1)
 
 
+def drawn_box_of_extent(points: np.ndarray) -> np.ndarray:
+    """(..., 68, 2) points (or (..., 2, 2) corners of their extent) -> (..., 4) the drawn box
+    their extent stands for, by the inverse of ``drawn_extent``: the label of a face known by its
+    points (or only by their extent, as the drawn scenes know it) in the drawn convention."""
+    lo, hi = points.min(-2), points.max(-2)
+    side = (hi - lo).max(-1)
+    cx, cy = (lo[..., 0] + hi[..., 0]) / 2, (lo[..., 1] + hi[..., 1]) / 2 - DRAWN_EXTENT_RISE * side
+    half = DRAWN_EXTENT_SIDE * side / 2
+    return np.stack([cx - half, cy - half, cx + half, cy + half], -1)
+
+
+def label_box(points: np.ndarray, style: str) -> np.ndarray:
+    """A face's box in a detector's ``box_style`` from its (..., 68, 2) points or their (..., 2, 2)
+    extent: ``face`` (``face_box``, the shipped detectors'), ``drawn`` (``drawn_box_of_extent``) or
+    ``points`` (the extent itself, the first detector's)."""
+    if style == "face":
+        return face_box(points)
+    if style == "drawn":
+        return drawn_box_of_extent(points)
+    return np.concatenate([points.min(-2), points.max(-2)], -1)
+
+
+def framing_of(boxes: np.ndarray, style: str) -> np.ndarray:
+    """A detector's boxes (..., 4) in its ``box_style`` -> the squares around the extent of the
+    faces' points (the framing the landmark nets are trained on); ``points`` boxes are extents."""
+    if style == "face":
+        return extent_of(boxes)
+    if style == "drawn":
+        return drawn_extent(boxes)
+    return boxes
+
+
 def extent_of(boxes):
     """Inverse of ``face_box`` for the square extent: face boxes (..., 4) -> the square around
     the points' extent they stand for (the framing the landmark nets were trained on)."""

@@ -45,10 +45,11 @@ class DetectionDataset(ImageSet):
                                 self.stride, self.scale, self.augment,
                                 [self.ignore[i] for i in idx] if self.ignore else None)
 
-    def to_face_boxes(self) -> "DetectionDataset":
-        """The same pictures with each box (the extent of a face's points) turned into a face box."""
-        from cnnvision.data.photos import face_box
-        self.boxes = [torch.from_numpy(face_box(b.numpy().reshape(-1, 2, 2))).float().reshape(-1, 4)
+    def to_face_boxes(self, style: str = "face") -> "DetectionDataset":
+        """The same pictures with each box (the extent of a face's points) turned into a face box
+        of a detector's ``box_style`` (``face`` or ``drawn``; data.photos.label_box)."""
+        from cnnvision.data.photos import label_box
+        self.boxes = [torch.from_numpy(label_box(b.numpy().reshape(-1, 2, 2), style)).float().reshape(-1, 4)
                       for b in self.boxes]
         return self
 

@@ -33,7 +33,9 @@ class DetectorConfig:
     nms_iou: float = 0.4        # overlap above which the weaker of two detections goes
     objectness_loss: str = "bce"  # bce | l2 (the tutorial's: squared error of the objectness probability)
     box_style: str = "points"   # points: the extent of the 68 points (the first detector); face: the
-                                # square a person draws, hairline to below the chin (data/photos.py)
+                                # drawn boxes beside face_box of the 68-point sources (stops 18-25;
+                                # face_box is a larger box, data/photos.py); drawn: one convention, the
+                                # drawn box, for every source (68-point faces by drawn_box_of_extent)
 
 
 class DetectorNet(nn.Module):
@@ -44,8 +46,8 @@ class DetectorNet(nn.Module):
         super().__init__()
         if cfg.arch != "fcn_detector" or cfg.stride != 8:
             raise ValueError(f"unknown detector {cfg.arch!r} with stride {cfg.stride} (use fcn_detector, 8)")
-        if cfg.box_style not in ("points", "face"):
-            raise ValueError(f"unknown box style {cfg.box_style!r} (use points or face)")
+        if cfg.box_style not in ("points", "face", "drawn"):
+            raise ValueError(f"unknown box style {cfg.box_style!r} (use points, face or drawn)")
         if not 1 <= cfg.depth <= 4:
             raise ValueError(f"detector depth {cfg.depth}: use 1 to 4")
         if cfg.strided not in (0, 1, 2):
