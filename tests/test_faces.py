@@ -375,7 +375,7 @@ def test_a_second_landmark_pass_only_where_the_first_framing_moves(pipeline):
 
     from cnnvision.apps.faces import REFINE_BELOW, REFINE_TILT, face_roll, upright_square
     from cnnvision.boxes import box_iou
-    from cnnvision.data.photos import extent_of, face_box
+    from cnnvision.data.photos import framing_of, label_box
     from cnnvision.images import square_box
     photo = Image.open(files("cnnvision") / "samples" / "faces.jpg").convert("RGB")
     (found, _), = pipeline.detect([photo])
@@ -383,7 +383,9 @@ def test_a_second_landmark_pass_only_where_the_first_framing_moves(pipeline):
     # the detector's boxes, and boxes drawn from each face's refined points (framed as training
     # framed faces, so the first pass there hardly moves)
     refined = FacePipeline(pipeline.detector, pipeline.landmarks, refine_below=2.0)
-    boxes = torch.cat([found, torch.from_numpy(face_box(refined.landmarks_in([photo], [0] * len(found), found.tolist())))])
+    style = pipeline.detector.cfg.box_style
+    boxes = torch.cat([found, torch.from_numpy(label_box(refined.landmarks_in([photo], [0] * len(found), found.tolist()),
+                                                         style)).float()])
     owners = [0] * len(boxes)
 
     def points(refine_below, refine_tilt=REFINE_TILT):
@@ -397,7 +399,7 @@ def test_a_second_landmark_pass_only_where_the_first_framing_moves(pipeline):
     np.testing.assert_array_equal(none, first)
     # which faces the default refines follows from the first pass alone
     margin = pipeline.landmarks.cfg.margin
-    squares = torch.tensor([square_box(*b, margin) for b in extent_of(boxes.numpy())], dtype=torch.float32)
+    squares = torch.tensor([square_box(*b, margin) for b in framing_of(boxes.numpy(), style)], dtype=torch.float32)
     rolls = np.array([face_roll(p) for p in first])
     again = torch.tensor([upright_square(p, r, margin) for p, r in zip(first, rolls)], dtype=torch.float32)
     moved = (box_iou(squares, again).diagonal() < REFINE_BELOW).numpy() | (np.abs(rolls) > REFINE_TILT)
