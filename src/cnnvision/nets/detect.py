@@ -33,7 +33,7 @@ class DetectorConfig:
     nms_iou: float = 0.4        # overlap above which the weaker of two detections goes
     objectness_loss: str = "bce"  # bce | l2 (the tutorial's: squared error of the objectness probability)
     box_style: str = "points"   # points: the extent of the 68 points (the first detector); face: the
-                                # drawn boxes beside face_box of the 68-point sources (stops 18-25;
+                                # drawn boxes beside face_box of the 68-point sources (stops 18-24;
                                 # face_box is a larger box, data/photos.py); drawn: one convention, the
                                 # drawn box, for every source (68-point faces by drawn_box_of_extent)
 
