@@ -36,13 +36,30 @@ FACE_DROP = 0.102   # face box centre below the extent's centre, in extent sides
 WEB_COLUMNS = 5 + 42
 
 
-def face_box(points: np.ndarray) -> np.ndarray:
-    """(..., 68, 2) points (or (..., 2, 2) corners of their extent) -> (..., 4) face boxes."""
+def square_around_extent(points: np.ndarray, scale: float, drop: float) -> np.ndarray:
+    """(..., K, 2) points (or (..., 2, 2) corners of their extent) -> (..., 4) the square ``scale``
+    times the longer side of their extent, centred ``drop`` of that side below the extent's centre
+    (negative: above). ``face_box`` and ``drawn_box_of_extent`` are two such rules."""
     lo, hi = points.min(-2), points.max(-2)
     side = (hi - lo).max(-1)
-    cx, cy = (lo[..., 0] + hi[..., 0]) / 2, (lo[..., 1] + hi[..., 1]) / 2 + FACE_DROP * side
-    half = FACE_SIDE * side / 2
+    cx, cy = (lo[..., 0] + hi[..., 0]) / 2, (lo[..., 1] + hi[..., 1]) / 2 + drop * side
+    half = scale * side / 2
     return np.stack([cx - half, cy - half, cx + half, cy + half], -1)
+
+
+def extent_in_square(boxes, scale: float, drop: float):
+    """Inverse of ``square_around_extent``: boxes (..., 4) (numpy or torch) -> the squares around
+    the extents they stand for."""
+    side = (boxes[..., 2] - boxes[..., 0]) / scale
+    cx = (boxes[..., 0] + boxes[..., 2]) / 2
+    cy = (boxes[..., 1] + boxes[..., 3]) / 2 - drop * side
+    stack = torch.stack if isinstance(boxes, torch.Tensor) else np.stack
+    return stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], -1)
+
+
+def face_box(points: np.ndarray) -> np.ndarray:
+    """(..., 68, 2) points (or (..., 2, 2) corners of their extent) -> (..., 4) face boxes."""
+    return square_around_extent(points, FACE_SIDE, FACE_DROP)
 
 
 # The box a person draws around a face, from five of its 68 points, so that the photo pipeline can
@@ -79,21 +96,14 @@ DRAWN_EXTENT_SIDE, DRAWN_EXTENT_RISE = 0.975, 0.014
 def drawn_extent(boxes: np.ndarray) -> np.ndarray:
     """Drawn face boxes (..., 4) -> the squares (..., 4) around the extent of their faces' 68
     points: the framing the landmark nets are trained on."""
-    side = (boxes[..., 2] - boxes[..., 0]) / DRAWN_EXTENT_SIDE
-    cx = (boxes[..., 0] + boxes[..., 2]) / 2
-    cy = (boxes[..., 1] + boxes[..., 3]) / 2 + DRAWN_EXTENT_RISE * side
-    return np.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], -1)
+    return extent_in_square(boxes, DRAWN_EXTENT_SIDE, -DRAWN_EXTENT_RISE)
 
 
 def drawn_box_of_extent(points: np.ndarray) -> np.ndarray:
     """(..., 68, 2) points (or (..., 2, 2) corners of their extent) -> (..., 4) the drawn box
     their extent stands for, by the inverse of ``drawn_extent``: the label of a face known by its
     points (or only by their extent, as the drawn scenes know it) in the drawn convention."""
-    lo, hi = points.min(-2), points.max(-2)
-    side = (hi - lo).max(-1)
-    cx, cy = (lo[..., 0] + hi[..., 0]) / 2, (lo[..., 1] + hi[..., 1]) / 2 - DRAWN_EXTENT_RISE * side
-    half = DRAWN_EXTENT_SIDE * side / 2
-    return np.stack([cx - half, cy - half, cx + half, cy + half], -1)
+    return square_around_extent(points, DRAWN_EXTENT_SIDE, -DRAWN_EXTENT_RISE)
 
 
 def label_box(points: np.ndarray, style: str) -> np.ndarray:
@@ -120,11 +130,7 @@ def framing_of(boxes: np.ndarray, style: str) -> np.ndarray:
 def extent_of(boxes):
     """Inverse of ``face_box`` for the square extent: face boxes (..., 4) -> the square around
     the points' extent they stand for (the framing the landmark nets were trained on)."""
-    side = (boxes[..., 2] - boxes[..., 0]) / FACE_SIDE
-    cx = (boxes[..., 0] + boxes[..., 2]) / 2
-    cy = (boxes[..., 1] + boxes[..., 3]) / 2 - FACE_DROP * side
-    stack = torch.stack if isinstance(boxes, torch.Tensor) else np.stack
-    return stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], -1)
+    return extent_in_square(boxes, FACE_SIDE, FACE_DROP)
 
 
 def is_web_faces(header: list[str]) -> bool:
