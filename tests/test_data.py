@@ -192,9 +192,11 @@ def test_faces68_crops_points_and_identities(tmp_path):
     data = load_faces68(csv_path, images, size=32, channels=3)
     assert data.images.shape == (6, 3, 32, 32) and data.layout is IBUG68
     assert data.identities[:3] == ["Person_A", "Person_B", "Person_C"]
-    # points map into the crop with the margin and back to the source exactly
+    # points map into the crop with the margin and back to the source exactly (the file counts
+    # pixels from 1, the package from 0)
+    from cnnvision.data.faces68 import POINTS_ORIGIN
     from cnnvision.images import from_crop
-    raw = np.loadtxt(csv_path, delimiter=",", skiprows=1, usecols=range(1, 137), dtype=np.float32)
+    raw = np.loadtxt(csv_path, delimiter=",", skiprows=1, usecols=range(1, 137), dtype=np.float32) - POINTS_ORIGIN
     for i in range(6):
         back = from_crop(data.points[i].numpy(), data.boxes[i].tolist(), 32)
         np.testing.assert_allclose(back, raw[i].reshape(68, 2), atol=1e-3)

@@ -81,10 +81,13 @@ def _train(t: DetectorTraining, out: Path, resume: bool) -> dict:
     if init and "web" in kinds:  # mine hard negatives with the detector being fine-tuned
         from cnnvision.apps.faces import LANDMARKS, FacePipeline
         miner = FacePipeline(checkpoint.load_net(init), checkpoint.load_net(pretrained=LANDMARKS), threshold=0.5)
+    # the training pictures are cut with the solver's seed: a run continued with another --seed
+    # sees new crops of the same photos (the validation pictures stay the same)
+    seed = int(t.solver.get("seed") or 0)
     for path, folder, kind, count in zip(paths, folders, kinds, counts):
         extra = {"miner": miner} if kind == "web" else {"style": style} if kind == "photos" else {}
         part, held, what = SOURCE_READERS[kind](Path(path), Path(folder), count, image_size, net_cfg.in_channels,
-                                                val_fraction, **extra)
+                                                val_fraction, seed=seed, **extra)
         if style != "points" and kind == "frames":  # the frames' boxes are their points' extent
             part, held = part.to_face_boxes(style), held.to_face_boxes(style)
         train_parts.append(part)
@@ -121,7 +124,8 @@ def source_kind(path: Path) -> str:
     return "frames" if identities_from_names(names)[1] == "identity" else "photos"
 
 
-def frame_source(data: Path, images: Path, count: int, size: int, channels: int, val_fraction: float):
+def frame_source(data: Path, images: Path, count: int, size: int, channels: int, val_fraction: float,
+                 seed: int = 0):
     """The 68-point frames of people: a third synthetic scenes (many faces, small faces, no faces);
     two thirds crops around their face, some as grids of 2x2 or 3x3 such crops, and some close-ups
     inside a face (no face). Validation: the held-out people's frames, letterboxed."""
@@ -130,15 +134,16 @@ def frame_source(data: Path, images: Path, count: int, size: int, channels: int,
     train_idx, val_idx = split_by_identity(people, len(people), val_fraction)
     train_people = {people[i] for i in train_idx.tolist()}
     real = count * 2 // 3
-    train_set = concat([scenes(data, images, count - real, size, channels, train_people),
-                        frame_crops(data, images, real, size, channels, train_people, inside=0.1, tiles=(1, 1, 2, 3))])
+    train_set = concat([scenes(data, images, count - real, size, channels, train_people, seed=seed),
+                        frame_crops(data, images, real, size, channels, train_people, seed=seed, inside=0.1,
+                                    tiles=(1, 1, 2, 3))])
     val_set = frames(data, images, size, channels).subset(val_idx)
     held = len({people[i] for i in val_idx.tolist()})
     return train_set, val_set, f"{data.name}: {len(train_set)} pictures of {len(train_people)} people, {held} held out"
 
 
 def web_source(data: Path, images: Path, count: int, size: int, channels: int, val_fraction: float,
-               miner=None):
+               miner=None, seed: int = 0):
     """Web photos whose every visible face is labelled: crops of the training photos (faces from
     12 px to most of the picture, a fifth random squares); validation: crops of the held-out photos.
     With a ``miner`` (a detector), a sixth of the training crops are framed around its false
@@ -161,7 +166,7 @@ def web_source(data: Path, images: Path, count: int, size: int, channels: int, v
         return DetectionDataset(pics, found, ignore=ignored)
     val_count = max(50, count // 6)
     mined = sum(len(h) for h in hard)
-    return (cut(train_idx, count, 0, 1 / 6 if mined else 0.0), cut(val_idx, val_count, 1, 0.0),
+    return (cut(train_idx, count, seed, 1 / 6 if mined else 0.0), cut(val_idx, val_count, 1, 0.0),
             f"{data.name}: {count} crops of {len(train_idx)} photos"
             + (f" ({mined} false detections mined)" if mined else "") + f", {val_count} of {len(val_idx)} held-out photos")
 
@@ -180,7 +185,7 @@ def unmatched_detections(pipeline, photo, faces: np.ndarray, iou: float) -> np.n
 
 
 def photo_source(data: Path, images: Path, count: int, size: int, channels: int, val_fraction: float,
-                 style: str = "drawn"):
+                 style: str = "drawn", seed: int = 0):
     """Photos with 68 points on some of their faces: crops around the labelled faces (boxed in
     the detector's ``style``), where the faces nobody labelled (those the shipped detector finds
     that match no label) are ignored."""
@@ -201,7 +206,7 @@ def photo_source(data: Path, images: Path, count: int, size: int, channels: int,
         return DetectionDataset(pics, found, ignore=ignored)
     val_count = max(50, count // 6)
     unlabelled = sum(len(g) for g in ignore)
-    return (cut(train_idx, count, 0), cut(val_idx, val_count, 1),
+    return (cut(train_idx, count, seed), cut(val_idx, val_count, 1),
             f"{data.name}: {count} crops of {len(train_idx)} photos ({unlabelled} unlabelled faces ignored)")
 
 

@@ -1,6 +1,6 @@
 """The 68-point layout of the YouTube-Faces keypoint frames: a CSV whose first column names an
 image in ``--images DIR`` and whose next 136 columns are x0, y0, ..., x67, y67 in that image's
-pixels.
+pixels, counted from 1 as iBUG's .pts files count them (``POINTS_ORIGIN``).
 
 Each face is cropped to a square around its points with a margin and resized, so the net sees
 faces framed the same way the box of a detector (or of the true points, as 300-W evaluates)
@@ -20,6 +20,16 @@ from cnnvision.errors import InputError
 
 MARGIN = 0.15  # extra on each side of the tight box, as a fraction of its longer side
 
+# The 68-point CSVs number pixels from 1, as the iBUG .pts files of 300-W do: the first pixel's
+# centre is (1, 1). They are read into this package's convention (pixel centres at 0, 1, ...) by
+# subtracting this. Measured, since flip augmentation cannot learn a sideways offset of the labels
+# (a mirrored face's labels are offset the other way): the landmark net trained on them as
+# 0-based placed the points of held-out faces 1.42 source px to the left of their labels on
+# average on faces-300w and 1.15 on the TV frames, at every face size, while up and down (which
+# no flip mirrors) it had learnt the offset. The web-faces points (AFLW) show no such offset
+# (0.1-0.2 px) and are read as they are.
+POINTS_ORIGIN = 1.0
+
 
 def face_box(points: np.ndarray, margin: float = MARGIN):
     """The square crop for a face, from its (68, 2) points."""
@@ -29,6 +39,7 @@ def face_box(points: np.ndarray, margin: float = MARGIN):
 
 
 def parse_points_csv(path: Path) -> tuple[list[str], np.ndarray]:
+    """A 68-point CSV's file names and (N, 68, 2) points, in pixels counted from 0."""
     rows = read_rows(path)
     _, header = next(rows)
     if len(header) != 137:
@@ -46,7 +57,7 @@ def parse_points_csv(path: Path) -> tuple[list[str], np.ndarray]:
         if not np.isfinite(pts).all():
             raise InputError(f"{path}: row {line}: missing keypoint value")
         names.append(row[0])
-        points.append(pts)
+        points.append(pts - POINTS_ORIGIN)
     if not names:
         raise InputError(f"{path}: no rows")
     return names, np.stack(points)
@@ -67,7 +78,7 @@ def load_faces68(csv_path: str | Path, images_dir: str | Path | None = None, siz
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise InputError(f"{images_dir}: no such image folder (give it with --images DIR)")
-    key = cache.cache_key(csv_path, "faces68", str(images_dir.resolve()), size, channels, margin)
+    key = cache.cache_key(csv_path, "faces68", str(images_dir.resolve()), size, channels, margin, POINTS_ORIGIN)
 
     def crop_faces() -> dict:
         names, points = parse_points_csv(csv_path)
@@ -172,7 +183,8 @@ def load_kaggle_style(csv_path: str | Path, images_dir: str | Path, use_cache: b
         raise InputError(f"{csv_path}: no such file")
     if not images_dir.is_dir():
         raise InputError(f"{images_dir}: no such image folder (give it with --images DIR)")
-    key = cache.cache_key(csv_path, "kaggle-style", str(images_dir.resolve()), seed, KAGGLE_EYES_AT, KAGGLE_EYE_DISTANCE)
+    key = cache.cache_key(csv_path, "kaggle-style", str(images_dir.resolve()), seed, KAGGLE_EYES_AT, KAGGLE_EYE_DISTANCE,
+                          POINTS_ORIGIN)
 
     def crop_faces() -> dict:
         names, points = parse_points_csv(csv_path)
