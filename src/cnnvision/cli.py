@@ -151,10 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, metavar="N",
                    help="refuse images of more pixels than this before decoding them (default 40,000,000)")
     p.add_argument("--parts", action="store_true", help="photos: also paint each face's parts on the overlay")
-    p.add_argument("--threshold", type=float, help="photos: lowest detector score kept (default 0.8)")
+    p.add_argument("--threshold", type=float, help="photos: lowest detector score kept (default 0.5)")
     p.add_argument("--max-spread", type=spread_limit, metavar="NATS",
                    help="photos: drop detections on which the landmark net's heatmaps spread out more than "
-                        "this, as on hands, paws and patterns (default 5.028; 'off' keeps every detection)")
+                        "this, as on hands, paws and patterns (default 4.941; 'off' keeps every detection)")
     p.add_argument("--min-face", type=float, metavar="PX",
                    help="photos: also find faces down to PX pixels across (slower: by default faces under "
                         "about 32 px in the photo, or in its 1280 px reduction, are often missed)")

@@ -85,9 +85,9 @@ def load_faces68(csv_path: str | Path, images_dir: str | Path | None = None, siz
         crops, boxes = [], []
         for row, (name, pts) in enumerate(zip(names, points), start=2):
             im = imgs.open_image(images_dir / name, channels)
-            try:
-                check_points(pts[:, 0], im.width)
-                check_points(pts[:, 1], im.height)
+            try:  # the values as the file gives them, so the message quotes it
+                check_points(pts[:, 0] + POINTS_ORIGIN, im.width)
+                check_points(pts[:, 1] + POINTS_ORIGIN, im.height)
             except ValueError as e:
                 raise InputError(f"{csv_path}: row {row} ({name}): {e}") from None
             box = face_box(pts, margin)
