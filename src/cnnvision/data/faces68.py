@@ -188,6 +188,12 @@ def load_kaggle_style(csv_path: str | Path, images_dir: str | Path, use_cache: b
 
     def crop_faces() -> dict:
         names, points = parse_points_csv(csv_path)
+        # The Kaggle stand-in (kaggle-fkd/proxy_training.csv.gz) was made from the 68 points as
+        # the files write them, counting from 1; so are these crops' labels, to agree with it.
+        # (On its held-out people keypoints15 places its points 1.21 crop px left of their labels,
+        # the same sideways offset a mirror-trained net cannot learn; the real Kaggle files'
+        # convention cannot be measured without their pixels.)
+        points = points + POINTS_ORIGIN
         rng = np.random.default_rng(seed)
         fifteen = np.stack([points[:, list(i)].mean(1) if isinstance(i, tuple) else points[:, i]
                             for i in KAGGLE15_FROM_68], 1)  # (N, 15, 2)
