@@ -26,8 +26,9 @@ MARGIN = 0.15  # extra on each side of the tight box, as a fraction of its longe
 # (a mirrored face's labels are offset the other way): the landmark net trained on them as
 # 0-based placed the points of held-out faces 1.42 source px to the left of their labels on
 # average on faces-300w and 1.15 on the TV frames, at every face size, while up and down (which
-# no flip mirrors) it had learnt the offset. The web-faces points (AFLW) show no such offset
-# (0.1-0.2 px) and are read as they are.
+# no flip mirrors) it had learnt the offset: +1.00 px. dlib, trained on the 300-W photos, fits
+# their labels best read from 1 (benchmarks/label_origin.py). The web-faces points (AFLW) show
+# no such offset (0.1-0.2 px) and are read as they are.
 POINTS_ORIGIN = 1.0
 
 
@@ -184,7 +185,7 @@ def load_kaggle_style(csv_path: str | Path, images_dir: str | Path, use_cache: b
     if not images_dir.is_dir():
         raise InputError(f"{images_dir}: no such image folder (give it with --images DIR)")
     key = cache.cache_key(csv_path, "kaggle-style", str(images_dir.resolve()), seed, KAGGLE_EYES_AT, KAGGLE_EYE_DISTANCE,
-                          POINTS_ORIGIN)
+                          "labels as written")
 
     def crop_faces() -> dict:
         names, points = parse_points_csv(csv_path)
