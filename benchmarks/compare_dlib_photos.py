@@ -48,6 +48,17 @@ def held_out_300w(csv_path: Path, val_fraction: float):
     return [names[i] for i in val.tolist()], points[val.numpy()]
 
 
+def faces_by_photo(names: list[str]) -> tuple[list[str], list[list[int]]]:
+    """The photos (first-seen order) and, for each, the rows of its labelled faces."""
+    photos, _ = group_by_photo(names, np.zeros((len(names), 4)))
+    return photos, [[i for i, n in enumerate(names) if n == p] for p in photos]
+
+
+def extent(points: np.ndarray) -> np.ndarray:
+    """(..., K, 2) points -> (..., 4) their extent, the box dlib's detector is matched against."""
+    return np.concatenate([points.min(-2), points.max(-2)], -1)
+
+
 def run_ours(pipeline: FacePipeline, paths: list[Path]):
     """Per photo: boxes (K, 4), points (K, 68, 2) and seconds."""
     out = []
@@ -128,11 +139,9 @@ def main() -> None:
     result = {}
 
     names, points = held_out_300w(data / "faces-300w" / "training_keypoints.csv", a.val_fraction)
-    photos, _ = group_by_photo(names, np.zeros((len(names), 4)))
-    rows = [[i for i, n in enumerate(names) if n == p] for p in photos]
+    photos, rows = faces_by_photo(names)
     paths = [data / "faces-300w" / "images" / p for p in photos]
     ours, theirs = run_ours(pipeline, paths), run_dlib(a.dlib_python, paths)
-    extent = lambda p: np.concatenate([p.min(-2), p.max(-2)], -1)  # noqa: E731
     ours_box = pipeline.box_of  # the box the pipeline reports for a face with these points
     peer = peer_on_rows(a.dlib_python, names, points, data / "faces-300w" / "images")  # dlib, true-point box
     faces = load_keypoints(data / "faces-300w" / "training_keypoints.csv", data / "faces-300w" / "images",
@@ -143,7 +152,7 @@ def main() -> None:
         "cnnvision": {**landmark_figures(ours, photos, rows, points, ours_box, 0.3),
                       "found_iou50": landmark_figures(ours, photos, rows, points, ours_box, 0.5)["found"],
                       "nme_true_box": round(true_box["nme"], 4), "photos_per_sec": speed(ours)},
-        "dlib": {**landmark_figures(theirs, photos, rows, points, extent, 0.3),
+        "dlib": {**landmark_figures(theirs, photos, rows, points, extent, 0.3),  # dlib's box: the extent
                  "nme_true_box": json.loads(peer.stdout.strip().splitlines()[-1])["nme_tight_box"]
                  if peer.returncode == 0 else None, "photos_per_sec": speed(theirs)},
     }

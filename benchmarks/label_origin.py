@@ -12,16 +12,14 @@ on held-out faces:
 """
 import argparse
 
-import numpy as np
 import torch
 
 from cnnvision import checkpoint
 from cnnvision.data import load_keypoints
 from cnnvision.data.dataset import hold_out_people
 from cnnvision.data.faces68 import POINTS_ORIGIN
-from cnnvision.data.photos import drawn_box
 from cnnvision.solver import predict
-from compare_dlib_photos import DATA, held_out_300w, match, run_dlib
+from compare_dlib_photos import DATA, extent, faces_by_photo, held_out_300w, landmark_figures, run_dlib
 
 SOURCES = {"faces-300w": ("faces-300w/training_keypoints.csv", "faces-300w/images"),
            "TV frames": ("youtube-faces-68/training_frames_keypoints.csv", "youtube-faces-68/training")}
@@ -43,21 +41,15 @@ def sideways_offsets(net) -> None:
 
 def dlib_by_origin(python: str, origins: list[float]) -> None:
     names, points = held_out_300w(DATA / "faces-300w" / "training_keypoints.csv", 0.15)
-    rows: dict[str, list[int]] = {}
-    for i, n in enumerate(names):
-        rows.setdefault(n, []).append(i)
-    results = run_dlib(python, [DATA / "faces-300w" / "images" / p for p in rows])
-    found, truth = [], []
-    for (boxes, pts, _), idx in zip(results, rows.values()):
-        best, _ = match(boxes, drawn_box(points[idx]).reshape(-1, 4).astype(np.float32), 0.3)
-        found += [pts[j] for j in best if j >= 0]
-        truth += [points[r] for r, j in zip(idx, best) if j >= 0]
-    found, truth = np.stack(found), np.stack(truth) + POINTS_ORIGIN  # the labels as written
-    eyes = np.linalg.norm(truth[:, 45] - truth[:, 36], axis=1)
-    print(f"dlib on {len(found)} faces-300w validation faces (its own boxes, IoU 0.3):")
+    photos, rows = faces_by_photo(names)
+    results = run_dlib(python, [DATA / "faces-300w" / "images" / p for p in photos])
+    written = points + POINTS_ORIGIN  # the labels as the file writes them
+    print("dlib on the faces-300w validation photos (its own boxes, matched at IoU 0.3 as "
+          "compare_dlib_photos.py matches them):")
     for origin in origins:
-        nme = (np.linalg.norm(found - (truth - origin), axis=2).mean(1) / eyes).mean()
-        print(f"  labels read from {origin:g}: NME {100 * nme:.2f}%")
+        figures = landmark_figures(results, photos, rows, written - origin, extent, 0.3)
+        print(f"  labels read from {origin:g}: NME {100 * figures['nme_own_box']:.2f}% "
+              f"({figures['found']:.3f} of the faces found)")
 
 
 def main() -> None:

@@ -81,13 +81,13 @@ def _train(t: DetectorTraining, out: Path, resume: bool) -> dict:
     if init and "web" in kinds:  # mine hard negatives with the detector being fine-tuned
         from cnnvision.apps.faces import LANDMARKS, FacePipeline
         miner = FacePipeline(checkpoint.load_net(init), checkpoint.load_net(pretrained=LANDMARKS), threshold=0.5)
+    cfg = solver_config(t.solver)
     # the training pictures are cut with the solver's seed: a run continued with another --seed
     # sees new crops of the same photos (the validation pictures stay the same)
-    seed = int(t.solver.get("seed") or 0)
     for path, folder, kind, count in zip(paths, folders, kinds, counts):
         extra = {"miner": miner} if kind == "web" else {"style": style} if kind == "photos" else {}
         part, held, what = SOURCE_READERS[kind](Path(path), Path(folder), count, image_size, net_cfg.in_channels,
-                                                val_fraction, seed=seed, **extra)
+                                                val_fraction, seed=cfg.seed, **extra)
         if style != "points" and kind == "frames":  # the frames' boxes are their points' extent
             part, held = part.to_face_boxes(style), held.to_face_boxes(style)
         train_parts.append(part)
@@ -95,7 +95,6 @@ def _train(t: DetectorTraining, out: Path, resume: bool) -> dict:
         described.append(what)
     train_set, val_set = concat(train_parts), concat(val_parts)
     train_set.augment = make_augment(t.augment, AugmentConfig())
-    cfg = solver_config(t.solver)
     torch.manual_seed(cfg.seed)
     model = DetectorNet(net_cfg)
     if init:
