@@ -84,10 +84,12 @@ def main() -> None:
     ap.add_argument("--detector", help="a detector checkpoint (default: the shipped face-detector)")
     ap.add_argument("--dlib-python", default="/tmp/dlib-peer/bin/python")
     ap.add_argument("--json", help="write both results here")
+    ap.add_argument("--runtime", default="torch", choices=["torch", "torch-int8", "onnx", "onnx-int8", "auto"],
+                    help="how the nets run (default torch, the float nets; auto: what predict runs)")
     a = ap.parse_args()
     names, points = held_out_rows(Path(a.data), a.val_fraction)
     pipeline = FacePipeline(checkpoint.load_net(a.detector, None if a.detector else "face-detector"),
-                            checkpoint.load_net(a.landmarks, None if a.landmarks else "landmarks68"))
+                            checkpoint.load_net(a.landmarks, None if a.landmarks else "landmarks68"), runtime=a.runtime)
     result = {"cnnvision": ours(pipeline, Path(a.images), names, points),
               "people": len({identity_from_name(n) for n in names})}
     done = peer_on_rows(a.dlib_python, names, points, a.images)

@@ -131,12 +131,14 @@ def main() -> None:
     ap.add_argument("--detector", help="a detector checkpoint (default: the shipped face-detector)")
     ap.add_argument("--dlib-python", default="/tmp/dlib-peer/bin/python")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--runtime", default="torch", choices=["torch", "torch-int8", "onnx", "onnx-int8", "auto"],
+                    help="how the nets run (default torch, the float nets; auto: what predict runs)")
     a = ap.parse_args()
     data = Path(a.data)
     detector = checkpoint.load_net(a.detector, None if a.detector else DETECTOR)
     landmarks = checkpoint.load_net(a.landmarks, None if a.landmarks else LANDMARKS)
-    pipeline = FacePipeline(detector, landmarks)
-    result = {}
+    pipeline = FacePipeline(detector, landmarks, runtime=a.runtime)
+    result = {"runtime": pipeline.runtime}
 
     names, points = held_out_300w(data / "faces-300w" / "training_keypoints.csv", a.val_fraction)
     photos, rows = faces_by_photo(names)

@@ -7,7 +7,9 @@ round; each figure is the median of the rounds; ratios are ours over the peer's.
 A CPU without BF16 or AVX-512 is emulated on one that has them by running our pipeline with
 ``ONEDNN_MAX_CPU_ISA=AVX2`` and ``ATEN_CPU_CAPABILITY=avx2`` (oneDNN and torch then use AVX2 code
 only) at fp32: the path most users' CPUs take. onnxruntime picks its int8 kernels from the CPU
-itself (no setting limits it to AVX2), so the int8 figure is this CPU's (VNNI where it has it).
+itself (no setting limits it to AVX2), so its int8 figure is this CPU's (VNNI where it has it);
+torch's int8 (``--runtime torch-int8``) runs on oneDNN, which the same setting limits to its AVX2
+int8 kernels (ONEDNN_VERBOSE=1 names them: jit_uni_int8:avx2).
 
     python benchmarks/compare_speed.py [--rounds 3] [--photos DIR] [--json FILE]
         [--dlib-python /tmp/dlib-peer/bin/python] [--mediapipe-python /tmp/mp-peer/bin/python]
@@ -78,7 +80,9 @@ def main() -> None:
               "cnnvision torch fp32, AVX2 only": ("torch", "fp32", AVX2),
               "cnnvision onnx fp32, AVX2 only": ("onnx", "fp32", AVX2),
               "cnnvision onnx int8": ("onnx-int8", "fp32", {}),
-              "cnnvision onnx int8, torch part AVX2 only": ("onnx-int8", "fp32", AVX2)}
+              "cnnvision onnx int8, torch part AVX2 only": ("onnx-int8", "fp32", AVX2),
+              "cnnvision torch int8": ("torch-int8", "fp32", {}),
+              "cnnvision torch int8, AVX2 only": ("torch-int8", "fp32", AVX2)}
     rates: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         paths = one_face_photos(Path(tmp))

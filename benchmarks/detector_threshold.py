@@ -79,6 +79,8 @@ def main() -> None:
     ap.add_argument("--lose", default="0.01", help="share of training faces the spread limit may drop "
                     "(several, comma-separated: a limit each)")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--runtime", default="torch", choices=["torch", "torch-int8", "onnx", "onnx-int8", "auto"],
+                    help="how the nets run (default torch, the float nets; auto: what predict runs)")
     ap.add_argument("--level-step", type=float, help="scale between the search's pyramid levels "
                     "(default: the pipeline's)")
     ap.add_argument("--enlarge-to", type=int, help="photos shorter than this (longer side) are enlarged "
@@ -91,7 +93,7 @@ def main() -> None:
     a = ap.parse_args()
     detector = checkpoint.load_net(a.detector, None if a.detector else DETECTOR)
     landmarks = checkpoint.load_net(a.landmarks, None if a.landmarks else LANDMARKS)
-    pipeline = FacePipeline(detector, landmarks, threshold=0.05, precision=a.precision,
+    pipeline = FacePipeline(detector, landmarks, threshold=0.05, precision=a.precision, runtime=a.runtime,
                             boxes_from_points=a.boxes == "points",
                             **({"level_step": a.level_step} if a.level_step else {}),
                             **({"enlarge_to": a.enlarge_to} if a.enlarge_to else {}))

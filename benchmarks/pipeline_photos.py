@@ -81,7 +81,7 @@ def main() -> None:
     pictures, truths = group_photos(a.count)
     for step in [float(s) for s in a.steps.split(",")]:
         pipeline = FacePipeline.pretrained(threshold=a.threshold, level_step=step, min_side=a.min_side,
-                                           min_face=a.min_face)
+                                           min_face=a.min_face, runtime="torch")  # the float nets
         pipeline.detect(pictures[:4])  # warm-up
         print(f"level step {step:g}, min side {a.min_side}, min face {a.min_face}:", score(pipeline, pictures, truths))
 

@@ -43,6 +43,8 @@ def main() -> None:
     ap.add_argument("--detector", help="a detector checkpoint (default: the shipped face-detector)")
     ap.add_argument("--refine-tilt", type=float, help="degrees (default: the pipeline's); -1: none")
     ap.add_argument("--threshold", type=float, help="lowest detector score kept (default: the pipeline's)")
+    ap.add_argument("--runtime", default="torch", choices=["torch", "torch-int8", "onnx", "onnx-int8", "auto"],
+                    help="how the nets run (default torch, the float nets; auto: what predict runs)")
     a = ap.parse_args()
     net = checkpoint.load_net(pretrained=LANDMARKS)
     csv = DATA / "training_keypoints.csv"
@@ -60,7 +62,7 @@ def main() -> None:
             photo, moved[idx] = turned(imgs.open_image(DATA / "images" / name, 3), points[idx], angle)
             (Path(folder) / name).parent.mkdir(parents=True, exist_ok=True)
             photo.save(Path(folder) / name)
-        options = {"threshold": a.threshold}
+        options = {"threshold": a.threshold, "runtime": a.runtime}
         if a.refine_tilt is not None:
             options["refine_tilt"] = math.inf if a.refine_tilt < 0 else math.radians(a.refine_tilt)
         found = evaluate_landmarks_on_photos(FacePipeline(detector, net, **options), folder, val.names, moved)

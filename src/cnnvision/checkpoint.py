@@ -69,8 +69,10 @@ def load_net(checkpoint: str | Path | None = None, pretrained: str | None = None
         net.load_state_dict(state["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise InputError(f"{path}: checkpoint does not match its net ({str(e).splitlines()[0]})") from None
-    int8 = path.with_name(f"{pretrained}.int8.onnx") if pretrained else None
-    net.int8_graph = int8 if int8 is not None and int8.exists() else None  # for --runtime onnx-int8
+    # a shipped model's int8 forms: its onnxruntime graph (--runtime onnx-int8) and its torch trunk (torch-int8)
+    for attribute, suffix in (("int8_graph", "int8.onnx"), ("int8_trunk", "int8.pt")):
+        int8 = path.with_name(f"{pretrained}.{suffix}") if pretrained else None
+        setattr(net, attribute, int8 if int8 is not None and int8.exists() else None)
     return net.eval()
 
 

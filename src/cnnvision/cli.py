@@ -118,9 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="68 points on photos: the detector checkpoint for nme_detected (default the shipped one)")
     p.add_argument("--threshold", type=float,
                    help="detector on web-faces photos: lowest score counted (default: the pipeline's)")
-    p.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8"], default="torch",
-                   help="keypoints and detection: run the net in torch or, exported, in onnxruntime (float, or "
-                        "a shipped model's int8 graph)")
+    p.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8", "torch-int8", "auto"], default="torch",
+                   help="keypoints and detection: run the net in torch (default: the float net's figures), in int8 "
+                        "in torch (a shipped model's int8 weights), or exported in onnxruntime (float, or a shipped "
+                        "model's int8 graph); auto: what predict runs")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
 
     p = sub.add_parser("predict", help="every face of each photo with its 68 landmarks; with a model flag, "
@@ -143,9 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos: take every N-th frame (default 1)")
     p.add_argument("--max-frames", type=int, metavar="N", help="videos: at most N frames of each")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="photos: where the nets run")
-    p.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8"], default="torch",
-                   help="photos: run the nets in torch or, exported, in onnxruntime (the onnx extra; onnx-int8: "
-                        "the shipped models' int8 graphs)")
+    p.add_argument("--runtime", choices=["auto", "torch", "torch-int8", "onnx", "onnx-int8"], default="auto",
+                   help="photos: run the nets in torch, float or int8 (torch-int8: the shipped models' int8 weights), "
+                        "or exported in onnxruntime (the onnx extra; onnx-int8: their int8 graphs); default auto: "
+                        "torch-int8 on a CPU (measured fastest there), torch on a GPU")
     p.add_argument("--sample", action="store_true",
                    help="also run on the photo that ships with cnnvision (drawn faces, made by the project)")
     p.add_argument("--max-pixels", type=int, metavar="N",
@@ -194,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
     p.add_argument("--device", choices=["cpu", "cuda", "auto"])
-    p.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8"], default="torch",
-                   help="--pipeline: torch or onnxruntime (float, or the int8 graphs)")
+    p.add_argument("--runtime", choices=["auto", "torch", "torch-int8", "onnx", "onnx-int8"], default="auto",
+                   help="--pipeline: as predict's (default auto: torch-int8 on a CPU, torch on a GPU)")
     p.add_argument("--json", metavar="FILE")
     return parser
 
@@ -379,6 +381,8 @@ def evaluate(a: argparse.Namespace) -> int:
     from cnnvision import checkpoint
     from cnnvision.apps import classify, detect, keypoints, segment
     from cnnvision.files import save_image, write_json
+    from cnnvision.runtime import resolve_runtime
+    from cnnvision.solver import resolve_device
     net = checkpoint.load_net(a.checkpoint, a.pretrained)
     if net.task == "classification":
         ignored = [flag for flag, given in (("--images", a.images), ("--split", a.split != "all"),
@@ -395,14 +399,16 @@ def evaluate(a: argparse.Namespace) -> int:
     elif net.task == "segmentation":
         metrics = segment.evaluate_file(net, a.data, a.images, a.split, a.val_fraction)
     elif net.task == "detection":
-        metrics = detect.evaluate_file(net, a.data, a.images, a.split, a.val_fraction, a.threshold, a.runtime,
+        runtime = resolve_runtime(a.runtime, resolve_device(a.device), net)
+        metrics = detect.evaluate_file(net, a.data, a.images, a.split, a.val_fraction, a.threshold, runtime,
                                        a.device)
     else:
         detector = checkpoint.load_net(a.detector) if a.detector else None
         if detector is not None and detector.task != "detection":
             raise InputError(f"{a.detector}: is a {detector.task} checkpoint, not a detector")
+        runtime = resolve_runtime(a.runtime, resolve_device(a.device), net, *([detector] if detector else []))
         metrics = keypoints.evaluate_file(net, a.data, a.images, a.skip_bad_rows, a.split, a.val_fraction,
-                                          detector, a.runtime, a.device)
+                                          detector, runtime, a.device)
     print(json.dumps(metrics))
     if a.json:
         write_json(a.json, metrics)

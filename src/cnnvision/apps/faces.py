@@ -163,7 +163,7 @@ class FacePipeline:
     def __init__(self, detector, landmarks, parts=None, threshold: float | None = None, max_side: int = 1280,
                  min_side: int = 96, level_step: float = 4.0, refine: bool = True, batch_size: int = 16,
                  flip: bool = False, precision: str = "auto", min_face: float | None = None, device: str = "cpu",
-                 enlarge_to: int | None = None, runtime: str = "torch", max_spread: float | None = MAX_SPREAD,
+                 enlarge_to: int | None = None, runtime: str = "auto", max_spread: float | None = MAX_SPREAD,
                  refine_below: float = REFINE_BELOW, refine_tilt: float = REFINE_TILT, sure: float = SURE,
                  boxes_from_points: bool = BOXES_FROM_POINTS):
         if detector.task != "detection":
@@ -173,6 +173,8 @@ class FacePipeline:
         # Inference copies with each batch norm folded into its convolution: one pass fewer over
         # every activation, 13% of the pipeline's time before it was folded.
         self.device = resolve_device(device)
+        from cnnvision.runtime import resolve_runtime
+        runtime = resolve_runtime(runtime, self.device, detector, landmarks)  # auto: see there
         if runtime != "torch" and self.device.type != "cpu":
             raise InputError(f"--runtime {runtime} runs on the CPU only; use --runtime torch with --device {device}")
         self.runtime = runtime
@@ -188,8 +190,13 @@ class FacePipeline:
             # 2.6x slower than torch (1.30 vs 0.51 s for 32 photos at fp32; a new shape each level).
             from cnnvision.runtime import for_runtime
             self.landmarks = for_runtime(self.landmarks, runtime)
+        elif runtime == "torch-int8":
+            # both nets' convolutions in int8 on oneDNN (quantize.py), made from the nets as
+            # loaded (their batch norms are folded in as the graph is traced, not before)
+            from cnnvision.runtime import for_runtime
+            self.detector, self.landmarks = for_runtime(detector, runtime), for_runtime(landmarks, runtime)
         elif runtime != "torch":
-            raise InputError(f"--runtime {runtime}: use torch, onnx or onnx-int8")
+            raise InputError(f"--runtime {runtime}: use torch, onnx, onnx-int8 or torch-int8")
         self.threshold = THRESHOLD if threshold is None else threshold
         # ``max_spread``: drop detections whose landmark heatmaps spread out more (None: keep all;
         # a landmark net without heatmaps cannot say, and keeps all)
@@ -216,7 +223,8 @@ class FacePipeline:
         self.refine_tilt = refine_tilt
         # ``boxes_from_points``: report each face's box as drawn from its points (False: the detector's)
         self.boxes_from_points = boxes_from_points
-        self.precision = precision
+        # the float precision of torch's layers; the other runtimes run theirs in fp32
+        self.precision = precision if runtime == "torch" else "fp32"
 
     @classmethod
     def pretrained(cls, parts: bool = False, threshold: float | None = None, min_face: float | None = None,

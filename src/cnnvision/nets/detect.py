@@ -86,10 +86,15 @@ class DetectorNet(nn.Module):
         ragged = H % 32 or W % 32
         if ragged:  # pad to whole stride-32 cells; outputs past the image are dropped below
             x = F.pad(x, (0, -W % 32, 0, -H % 32))
+        out = self.trunk(x).float()                          # (B, 5, H/8, W/8)
+        return out[..., : -(-H // 8), : -(-W // 8)] if ragged else out
+
+    def trunk(self, x):
+        """The convolutions alone, on sides that are multiples of 32: (B, 5, H/8, W/8) logits and
+        offsets. Free of Python branches, so that the int8 runtime (quantize.py) can trace it."""
         c8 = self.more8(self.down8(x))                       # (B, 4w, H/8, W/8)
         y = c8 + self.up(self.lateral(self.more32(self.down32(c8))))
-        out = self.head(y).float()                           # (B, 5, H/8, W/8)
-        return out[..., : -(-H // 8), : -(-W // 8)] if ragged else out
+        return self.head(y)
 
     def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         known = target[:, 0] >= 0  # -1 marks cells to ignore (faces nobody labelled)

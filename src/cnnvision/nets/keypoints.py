@@ -223,11 +223,15 @@ class HourglassNet(nn.Module):
         add_heatmap_head(self, 4 * w, points, image_size)
 
     def forward(self, x, spread: bool = False, logits: bool = False):
+        return read_heatmaps(self.trunk(x), self.grid, spread, logits)
+
+    def trunk(self, x):
+        """The convolutions alone: heatmap logits (B, K, S/4, S/4), as the int8 runtime traces them."""
         s4 = self.down4(x)                                  # (B, 4w, S/4, S/4)
         s8 = self.down8(s4)                                 # (B, 8w, S/8, S/8)
         y8 = self.more8(self.fuse8(self.up8(self.down16(s8)) + s8))  # (B, 8w, S/8, S/8)
         y4 = self.more4(self.fuse4(self.up4(y8) + s4))               # (B, 4w, S/4, S/4)
-        return read_heatmaps(self.heatmaps(y4), self.grid, spread, logits)
+        return self.heatmaps(y4)
 
 
 @dataclass
