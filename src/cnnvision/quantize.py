@@ -127,8 +127,15 @@ def _prepared(net, example: torch.Tensor):
     slow = [name for name, m in trunk.named_modules() if isinstance(m, nn.ConvTranspose2d) and m.stride != (2, 2)]
     for name in (convs[0], convs[-1], *slow):
         mapping.set_module_name(name, None)
-    with _quiet():
-        return prepare_fx(trunk, mapping, (example,))
+    # traced without the stack trace fx records for every node (a debugging aid): it costs 3 s of
+    # imports and tracing at each start of the pipeline, against 0.5 s for the whole of this
+    import torch.fx.config as fx_config
+    recorded, fx_config.do_not_emit_stack_traces = fx_config.do_not_emit_stack_traces, True
+    try:
+        with _quiet():
+            return prepare_fx(trunk, mapping, (example,))
+    finally:
+        fx_config.do_not_emit_stack_traces = recorded
 
 
 @contextlib.contextmanager
