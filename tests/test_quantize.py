@@ -7,9 +7,9 @@ import torch
 from cnnvision.errors import InputError
 from cnnvision.nets import KeypointNet, KeypointNetConfig
 from cnnvision.nets.detect import DetectorConfig, DetectorNet
-from cnnvision.quantize import ENGINE, quantize_trunk, with_int8_trunk
+from cnnvision.quantize import ENGINE, has_int8_engine, quantize_trunk, with_int8_trunk
 
-pytestmark = pytest.mark.skipif(ENGINE not in torch.backends.quantized.supported_engines,
+pytestmark = pytest.mark.skipif(not has_int8_engine(),
                                 reason=f"this torch has no {ENGINE} int8 engine")
 
 
@@ -105,3 +105,14 @@ def test_auto_runtime_is_int8_on_a_cpu_for_the_shipped_face_models_only():
     assert pipeline.runtime == "torch-int8" and pipeline.precision == "fp32" and is_int8(pipeline.detector)
     assert is_int8(pipeline.landmarks) and not is_int8(detector)
     assert FacePipeline(detector, own).runtime == "torch"
+
+
+def test_auto_runtime_falls_back_to_float_where_torch_lacks_the_int8_engine(monkeypatch):
+    from cnnvision import checkpoint
+    from cnnvision.runtime import resolve_runtime
+    nets = [checkpoint.load_net(pretrained=n) for n in ("face-detector", "landmarks68")]
+    from cnnvision import quantize
+    monkeypatch.setattr(quantize, "has_int8_engine", lambda: False)  # as on a build without oneDNN's
+    assert resolve_runtime("auto", torch.device("cpu"), *nets) == "torch"
+    with pytest.raises(InputError, match="no onednn int8 engine; use --runtime torch"):
+        with_int8_trunk(nets[0], nets[0].int8_trunk)

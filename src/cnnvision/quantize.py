@@ -98,10 +98,15 @@ def _owner(net) -> nn.Module:
     return owner
 
 
+def has_int8_engine() -> bool:
+    """Whether this torch build has the int8 engine the trunks are made for (x86 builds do)."""
+    return ENGINE in torch.backends.quantized.supported_engines
+
+
 def _engine() -> None:
     """Selects oneDNN as torch's quantized engine, for this process: the int8 layers pack their
     weights for it and run on it."""
-    if ENGINE not in torch.backends.quantized.supported_engines:
+    if not has_int8_engine():
         raise InputError(f"--runtime torch-int8: this torch has no {ENGINE} int8 engine; use --runtime torch")
     torch.backends.quantized.engine = ENGINE
 
