@@ -114,10 +114,12 @@ def _engine() -> None:
 def _prepared(net, example: torch.Tensor):
     """The trunk of an eval copy of ``net`` with observers on every quantized activation. Its
     2x2 max-pools become the library's (the same numbers; MaxPool2x2 branches on the input's
-    shape, which tracing cannot follow). The first convolution, the output head and the
-    deconvolutions stay in float, as in the onnxruntime graphs: the head reads small differences
-    between logits, and per-channel int8 has no transposed convolution."""
-    from torch.ao.quantization import get_default_qconfig_mapping
+    shape, which tracing cannot follow). The first convolution and the output head stay in
+    float, as in the onnxruntime graphs: the head reads small differences between logits (and
+    the first layer in int8 measured no faster). Transposed convolutions are int8 per tensor
+    (per channel has none) where they upsample by 2, as the landmark net's do; the detector's,
+    by 4, stays in float: oneDNN ran it in int8 through a slow generic kernel, 10 s a photo."""
+    from torch.ao.quantization import QConfig, default_weight_observer, get_default_qconfig, get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import prepare_fx
     _engine()
     trunk = _Trunk(copy.deepcopy(_owner(net)).eval())
@@ -125,7 +127,6 @@ def _prepared(net, example: torch.Tensor):
         for name, child in module.named_children():
             if isinstance(child, MaxPool2x2):
                 setattr(module, name, nn.MaxPool2d(2, 2, ceil_mode=child.ceil_mode))
-    from torch.ao.quantization import QConfig, get_default_qconfig, default_weight_observer
     per_tensor = QConfig(activation=get_default_qconfig(ENGINE).activation, weight=default_weight_observer)
     mapping = get_default_qconfig_mapping(ENGINE).set_object_type(nn.ConvTranspose2d, per_tensor)
     convs = [name for name, m in trunk.named_modules() if isinstance(m, nn.Conv2d)]

@@ -22,11 +22,11 @@ RUNTIMES = ("torch", "onnx", "onnx-int8", "torch-int8")
 def resolve_runtime(runtime: str, device: torch.device, *nets) -> str:
     """``auto`` as the runtime it stands for: on the CPU, ``torch-int8`` where every net has
     int8 weights (the shipped face models) and torch has the int8 engine they were made for,
-    else ``torch``; on a GPU, ``torch``. Measured at
-    stop 27 (README, Speed): the int8 pipeline ran faster than torch's float one both on an
-    AVX-512 CPU with BF16 (against bf16) and limited to AVX2 (against fp32), with the same faces
-    found on web-faces validation but one, and faces-300w NME within 0.1%. Other runtimes
-    pass through."""
+    else ``torch``; on a GPU, ``torch``. Other runtimes pass through.
+
+    Measured at stop 27 (README, Speed): the int8 pipeline ran faster than torch's float one
+    on an AVX-512 CPU with BF16 (against bf16) and limited to AVX2 (against fp32). It found the
+    same web-faces validation faces but one, with faces-300w NME within 0.1%."""
     if runtime != "auto":
         return runtime
     from cnnvision import quantize
