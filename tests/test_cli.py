@@ -204,3 +204,11 @@ def test_heatmap_loss_is_for_keypoint_heatmap_nets_only(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "--heatmap-loss" in err and err.count("\n") == 1
         assert not (tmp_path / "run").exists()
+
+
+def test_benchmark_names_a_limit_on_onednn(monkeypatch):
+    from cnnvision.benchmark import machine
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert "onednn_max_isa" not in machine()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # how compare_speed.py emulates a CPU without AVX-512
+    assert machine()["onednn_max_isa"] == "AVX2"

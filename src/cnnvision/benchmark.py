@@ -1,6 +1,7 @@
 """Examples per second for training and inference on random data, through the same code as
 ``train`` (augmentation, Solver.train_step, default precision and memory format) and
 ``predict``."""
+import os
 import time
 
 import torch
@@ -30,6 +31,8 @@ def machine() -> dict:
     info = {"cpu_features": sorted(name for flag, name in wanted.items() if flag in flags),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "bf16_fast": cpu_has_bf16(),
             "threads": torch.get_num_threads(), "torch": torch.__version__}
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):  # oneDNN limited to older code (how an AVX2 CPU is emulated)
+        info["onednn_max_isa"] = os.environ["ONEDNN_MAX_CPU_ISA"]
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
