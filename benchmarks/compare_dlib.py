@@ -28,6 +28,7 @@ from cnnvision.boxes import box_iou
 from cnnvision.data.dataset import identity_from_name, split_by_identity
 from cnnvision.data.faces68 import parse_points_csv
 from cnnvision.nets.keypoints import nme
+from cnnvision.runtime import RUNTIMES
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "youtube-faces-68"
@@ -75,6 +76,13 @@ def peer_on_rows(python: str, names: list[str], points: np.ndarray, images) -> s
         return subprocess.run([python, str(PEER), str(rows), str(images)], capture_output=True, text=True)
 
 
+def add_runtime_option(ap: argparse.ArgumentParser) -> None:
+    """``--runtime`` for the benchmarks that measure the pipeline's accuracy: the float nets by
+    default, as their figures in the README were measured."""
+    ap.add_argument("--runtime", default="torch", choices=[*RUNTIMES, "auto"],
+                    help="how the nets run (default torch, the float nets; auto: what predict runs)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DATA / "training_frames_keypoints.csv"))
@@ -84,8 +92,7 @@ def main() -> None:
     ap.add_argument("--detector", help="a detector checkpoint (default: the shipped face-detector)")
     ap.add_argument("--dlib-python", default="/tmp/dlib-peer/bin/python")
     ap.add_argument("--json", help="write both results here")
-    ap.add_argument("--runtime", default="torch", choices=["torch", "torch-int8", "onnx", "onnx-int8", "auto"],
-                    help="how the nets run (default torch, the float nets; auto: what predict runs)")
+    add_runtime_option(ap)
     a = ap.parse_args()
     names, points = held_out_rows(Path(a.data), a.val_fraction)
     pipeline = FacePipeline(checkpoint.load_net(a.detector, None if a.detector else "face-detector"),

@@ -36,7 +36,7 @@ from cnnvision.data.faces68 import parse_points_csv
 from cnnvision.data.photos import group_by_photo, read_web_faces, split_photos
 from cnnvision.nets.keypoints import nme_summary, per_face_nme
 from cnnvision.solver import evaluate
-from compare_dlib import peer_on_rows
+from compare_dlib import add_runtime_option, peer_on_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -131,8 +131,7 @@ def main() -> None:
     ap.add_argument("--detector", help="a detector checkpoint (default: the shipped face-detector)")
     ap.add_argument("--dlib-python", default="/tmp/dlib-peer/bin/python")
     ap.add_argument("--json", help="write the results here")
-    ap.add_argument("--runtime", default="torch", choices=["torch", "torch-int8", "onnx", "onnx-int8", "auto"],
-                    help="how the nets run (default torch, the float nets; auto: what predict runs)")
+    add_runtime_option(ap)
     a = ap.parse_args()
     data = Path(a.data)
     detector = checkpoint.load_net(a.detector, None if a.detector else DETECTOR)

@@ -30,7 +30,7 @@ from cnnvision import images as imgs
 from cnnvision.apps.faces import DETECTOR, LANDMARKS, MAX_SPREAD, FacePipeline, face_free_crops
 from cnnvision.boxes import box_iou, nms
 from cnnvision.data.photos import drawn_box, group_by_photo, read_web_faces, split_photos
-from compare_dlib import DATA, held_out_rows
+from compare_dlib import DATA, add_runtime_option, held_out_rows
 
 WEB = DATA.parent / "web-faces"
 
@@ -79,8 +79,7 @@ def main() -> None:
     ap.add_argument("--lose", default="0.01", help="share of training faces the spread limit may drop "
                     "(several, comma-separated: a limit each)")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    ap.add_argument("--runtime", default="torch", choices=["torch", "torch-int8", "onnx", "onnx-int8", "auto"],
-                    help="how the nets run (default torch, the float nets; auto: what predict runs)")
+    add_runtime_option(ap)
     ap.add_argument("--level-step", type=float, help="scale between the search's pyramid levels "
                     "(default: the pipeline's)")
     ap.add_argument("--enlarge-to", type=int, help="photos shorter than this (longer side) are enlarged "

@@ -20,6 +20,7 @@ from cnnvision import images as imgs
 from cnnvision.apps.faces import DETECTOR, LANDMARKS, FacePipeline, evaluate_landmarks_on_photos
 from cnnvision.data import load_keypoints
 from cnnvision.data.dataset import hold_out_people
+from compare_dlib import add_runtime_option
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces-300w"
 
@@ -43,8 +44,7 @@ def main() -> None:
     ap.add_argument("--detector", help="a detector checkpoint (default: the shipped face-detector)")
     ap.add_argument("--refine-tilt", type=float, help="degrees (default: the pipeline's); -1: none")
     ap.add_argument("--threshold", type=float, help="lowest detector score kept (default: the pipeline's)")
-    ap.add_argument("--runtime", default="torch", choices=["torch", "torch-int8", "onnx", "onnx-int8", "auto"],
-                    help="how the nets run (default torch, the float nets; auto: what predict runs)")
+    add_runtime_option(ap)
     a = ap.parse_args()
     net = checkpoint.load_net(pretrained=LANDMARKS)
     csv = DATA / "training_keypoints.csv"

@@ -212,3 +212,8 @@ def test_benchmark_names_a_limit_on_onednn(monkeypatch):
     assert "onednn_max_isa" not in machine()
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # how compare_speed.py emulates a CPU without AVX-512
     assert machine()["onednn_max_isa"] == "AVX2"
+
+
+def test_the_command_line_offers_every_runtime():
+    from cnnvision import cli, runtime
+    assert set(cli.RUNTIMES) == {*runtime.RUNTIMES, "auto"}

@@ -12,6 +12,8 @@ from cnnvision.errors import InputError
 
 CLASSIFIER_NETS = ("softmax", "mlp", "lenet5")
 SEGMENTATION_NETS = ("segnet",)
+# runtime.RUNTIMES and auto, written out here so that parsing the command line imports no torch
+RUNTIMES = ("auto", "torch", "torch-int8", "onnx", "onnx-int8")
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -118,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="68 points on photos: the detector checkpoint for nme_detected (default the shipped one)")
     p.add_argument("--threshold", type=float,
                    help="detector on web-faces photos: lowest score counted (default: the pipeline's)")
-    p.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8", "torch-int8", "auto"], default="torch",
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch",
                    help="keypoints and detection: run the net in torch (default: the float net's figures), in int8 "
                         "in torch (a shipped model's int8 weights), or exported in onnxruntime (float, or a shipped "
                         "model's int8 graph); auto: what predict runs")
@@ -144,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos: take every N-th frame (default 1)")
     p.add_argument("--max-frames", type=int, metavar="N", help="videos: at most N frames of each")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="photos: where the nets run")
-    p.add_argument("--runtime", choices=["auto", "torch", "torch-int8", "onnx", "onnx-int8"], default="auto",
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
                    help="photos: run the nets in torch, float or int8 (torch-int8: the shipped models' int8 weights), "
                         "or exported in onnxruntime (the onnx extra; onnx-int8: their int8 graphs); default auto: "
                         "torch-int8 on a CPU (measured fastest there), torch on a GPU")
@@ -196,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
     p.add_argument("--device", choices=["cpu", "cuda", "auto"])
-    p.add_argument("--runtime", choices=["auto", "torch", "torch-int8", "onnx", "onnx-int8"], default="auto",
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
                    help="--pipeline: as predict's (default auto: torch-int8 on a CPU, torch on a GPU)")
     p.add_argument("--json", metavar="FILE")
     return parser

@@ -191,10 +191,10 @@ class FacePipeline:
             from cnnvision.runtime import for_runtime
             self.landmarks = for_runtime(self.landmarks, runtime)
         elif runtime == "torch-int8":
-            # both nets' convolutions in int8 on oneDNN (quantize.py), made from the nets as
-            # loaded (their batch norms are folded in as the graph is traced, not before)
+            # both nets' convolutions in int8 on oneDNN (quantize.py; the int8 graph holds its own
+            # weights, so the copies' folded batch norms do not matter)
             from cnnvision.runtime import for_runtime
-            self.detector, self.landmarks = for_runtime(detector, runtime), for_runtime(landmarks, runtime)
+            self.detector, self.landmarks = for_runtime(self.detector, runtime), for_runtime(self.landmarks, runtime)
         elif runtime != "torch":
             raise InputError(f"--runtime {runtime}: use torch, onnx, onnx-int8 or torch-int8")
         self.threshold = THRESHOLD if threshold is None else threshold
