@@ -17,7 +17,9 @@ share of them (several shares, comma-separated, give a limit each).
         [--boxes points|detector]
 
 With ``--sure``, the shipped limit is also measured with detections scoring that much or more
-kept whatever their spread (the pipeline's ``SURE``).
+kept whatever their spread (the pipeline's ``SURE``). For each threshold it also reports the
+largest first-pass spread of a doubtful detection the shipped limit keeps on the training
+photos: the pipeline's ``FIRST_SPREAD`` must lie above it.
 """
 import argparse
 from pathlib import Path
@@ -27,7 +29,8 @@ import torch
 
 from cnnvision import checkpoint
 from cnnvision import images as imgs
-from cnnvision.apps.faces import DETECTOR, LANDMARKS, MAX_SPREAD, FacePipeline, face_free_crops
+from cnnvision.apps.faces import (DETECTOR, FIRST_SPREAD, LANDMARKS, MAX_SPREAD, SURE, FacePipeline,
+                                  face_free_crops)
 from cnnvision.boxes import box_iou, nms
 from cnnvision.data.photos import drawn_box, group_by_photo, read_web_faces, split_photos
 from compare_dlib import DATA, add_runtime_option, held_out_rows
@@ -37,19 +40,32 @@ WEB = DATA.parent / "web-faces"
 
 def scored(pipeline, photo, truth, lowest):
     """For each detection scoring at least ``lowest``: its score, its best IoU with a true box,
-    and its landmark heatmaps' spread; the true boxes it matched at IoU 0.5 (by index); its box
-    as the pipeline reports it (drawn from its points, or the detector's)."""
+    its landmark heatmaps' spread, and their spread on the first pass; the true boxes it matched
+    at IoU 0.5 (by index); its box as the pipeline reports it (drawn from its points, or the
+    detector's)."""
     (boxes, scores), = pipeline.detect([photo])
     keep = scores >= lowest
     boxes, scores = boxes[keep], scores[keep]
     if not len(boxes):
-        return np.zeros((0, 3)), np.zeros((0, len(truth)), bool), torch.zeros(0, 4)
+        return np.zeros((0, 4)), np.zeros((0, len(truth)), bool), torch.zeros(0, 4)
     points, spread = pipeline.landmarks_in([photo], [0] * len(boxes), boxes.tolist(), spread=True)
+    pipeline.refine = False
+    _, first = pipeline.landmarks_in([photo], [0] * len(boxes), boxes.tolist(), spread=True)
+    pipeline.refine = True
     if pipeline.boxes_from_points:
         boxes = torch.from_numpy(drawn_box(points)).float()
     overlap = box_iou(boxes, truth).numpy() if len(truth) else np.zeros((len(boxes), 0))
     best = overlap.max(1) if len(truth) else np.zeros(len(boxes))
-    return np.stack([scores.numpy(), best, spread], 1), overlap >= 0.5, boxes
+    return np.stack([scores.numpy(), best, spread, first], 1), overlap >= 0.5, boxes
+
+
+def first_pass_spreads(pictures, t, limit, sure):
+    """The first-pass spreads of the doubtful detections (scoring ``t`` to ``sure``): of those
+    the check keeps (``limit``), and of the faces among them (IoU 0.5), and of those it drops."""
+    rows = np.concatenate([r for r, _, _ in pictures])
+    doubtful = (rows[:, 0] >= t) & (rows[:, 0] < sure)
+    kept = doubtful & (rows[:, 2] <= limit)
+    return rows[kept, 3], rows[kept & (rows[:, 1] >= 0.5), 3], rows[doubtful & ~kept, 3]
 
 
 def figures(pictures, t, limit, sure=np.inf, merge=None):
@@ -140,6 +156,14 @@ def main() -> None:
             print(f"threshold {t:.2f}, {check}: frames found {found:.4f}, other boxes a frame {others:.3f}; "
                   f"web recall50 {recall:.4f}, false a photo {false:.3f}; boxes a face-free square "
                   f"{boxes_on_crops:.3f}; web training photos recall50 {seen:.4f}, false a photo {seen_false:.3f}")
+        # FIRST_SPREAD: the first-pass spread above which no doubtful detection the check keeps
+        # on the training photos lies (so the pipeline keeps the same faces there)
+        for sure in sures or [SURE]:
+            kept, faces, dropped = first_pass_spreads(trained_on, t, MAX_SPREAD, sure)
+            print(f"threshold {t:.2f}, first-pass spread on the web training photos, doubtful detections "
+                  f"(under {sure:.2f}) the shipped limit keeps: largest {kept.max(initial=0):.3f} "
+                  f"({len(kept)}; faces {faces.max(initial=0):.3f}, {len(faces)}); of the {len(dropped)} it drops, "
+                  f"{(dropped > FIRST_SPREAD).sum()} are over FIRST_SPREAD {FIRST_SPREAD} (second pass saved)")
 
 
 if __name__ == "__main__":

@@ -437,6 +437,37 @@ def test_a_detection_the_detector_is_sure_of_skips_the_spread_check(pipeline):
     assert kept(max_spread=None, sure=2.0) == pytest.approx([0.99, 0.97, 0.6])
 
 
+def test_the_first_pass_settles_non_faces_and_second_sightings(pipeline):
+    """``first_spread``: a doubtful detection whose first-pass heatmaps spread out more than that
+    (a photo's blank corner), or whose first points box a face the detector is sure of (a
+    poorer box of it), skips the second landmark pass; the faces found are the same as with
+    every detection refined."""
+    from importlib.resources import files
+    photo = Image.open(files("cnnvision") / "samples" / "faces.jpg").convert("RGB")
+    (found, _), = pipeline.detect([photo])
+    side = found[:, 2:] - found[:, :2]
+    poorer = torch.cat([found[:, :2] + 0.2 * side, found[:, 2:] + 0.3 * side], 1)
+    corners = torch.tensor([[0.0, 0, 40, 40], [photo.width - 50, photo.height - 50, photo.width - 2, photo.height - 2]])
+    n = len(found)
+    detections = [(torch.cat([found, poorer, corners]),
+                   torch.tensor([0.99] * n + [0.7] * n + [0.55, 0.52]))]
+    passes = []
+
+    def counted(**options):
+        p = FacePipeline(pipeline.detector, pipeline.landmarks, refine_below=2.0, **options)  # every face moved
+        points = p._points
+        p._points = lambda photos, owners, *rest, **kw: passes.append(len(owners)) or points(photos, owners, *rest, **kw)
+        return p
+
+    (every, every_scores), = counted(first_spread=math.inf).find([photo], detections)
+    assert passes == [2 * n + 2, 2 * n + 2]
+    passes.clear()
+    (settled, settled_scores), = counted().find([photo], detections)
+    assert passes == [2 * n + 2, n]  # only the sure faces are framed again
+    assert torch.equal(every_scores, settled_scores) and settled_scores.tolist() == pytest.approx([0.99] * n)
+    torch.testing.assert_close(settled, every)
+
+
 def test_two_detections_of_one_face_are_one_face_once_boxed_by_its_points(pipeline):
     """A face the search found twice (its box and a poorer one, shifted and larger, which NMS
     kept apart): both give nearly the same points, so their boxes drawn from them overlap, and

@@ -194,6 +194,26 @@ def test_heatmap_spread_is_the_mean_entropy_of_the_point_distributions():
     assert torch.allclose(points[2:].view(2, 3, 2), torch.stack([grid[5], grid[2]]).expand(2, 3, 2))
 
 
+def test_soft_argmax_reads_any_layout_in_fp32_under_autocast_too():
+    """The means and entropies of the maps, written out, for a channels-last map as the nets infer
+    in and a plain one, and under bf16 autocast (whose matrix products would round the points
+    to 8 bits)."""
+    from cnnvision.nets.keypoints import cell_centres, soft_argmax
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 6, 7) * 4
+    grid = cell_centres(7)
+    p = logits.flatten(2).softmax(-1).view(3, 5, 6, 7)
+    xs, ys = (p.sum(2) * grid[:7]).sum(-1), (p.sum(3) * grid[:6]).sum(-1)
+    entropy = -(p * p.clamp(min=1e-30).log()).sum((2, 3)).mean(1)
+    for x in (logits, logits.contiguous(memory_format=torch.channels_last)):
+        for bf16 in (False, True):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                points, spread = soft_argmax(x, grid, spread=True)
+            assert points.dtype == torch.float32
+            torch.testing.assert_close(points, torch.stack([xs, ys], -1).flatten(1), rtol=0, atol=1e-5)
+            torch.testing.assert_close(spread, entropy, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("arch", ["kpheat", "hourglass"])
 def test_predict_spread_gives_predict_s_points(arch):
     torch.manual_seed(0)

@@ -246,6 +246,33 @@ def test_photo_crops_around_boxes_taller_than_wide():
     assert sum(len(f) for f in found) == 0  # hard negatives hold no face
 
 
+def test_photo_crops_enlarge_a_face_at_most_so_much():
+    """``enlarge_most``: a face is drawn at most that many times its size in the photo (a face too
+    small for ``smallest`` at that factor is drawn at that factor); without it, at any size from
+    ``smallest`` to ``largest`` of the picture."""
+    rng = np.random.default_rng(2)
+    photo = Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    none = [np.zeros((0, 4), np.float32)]
+    for face, most in ((20.0, 1.5), (6.0, 1.5), (20.0, None)):
+        boxes = np.array([[150, 100, 150 + face, 100 + face]], np.float32)
+        _, found, _ = photo_crops([photo], [boxes], none, 60, size=64, seed=0, empty=0.0, enlarge_most=most)
+        sides = np.array([float(f[0, 2] - f[0, 0]) for f in found if len(f)])
+        assert len(sides) > 40
+        if most is None:
+            assert sides.max() > 2 * face and sides.min() >= 12.0 - 1e-3
+        else:
+            assert sides.max() <= most * face + 1e-3
+            assert sides.min() >= min(12.0, most * face) - 1e-3
+
+
+def test_enlarge_most_is_for_detection_and_positive(tmp_path, capsys):
+    from cnnvision.cli import main
+    assert main(["train", "--synthetic-count", "8", "--enlarge-most", "1.5", "--out", str(tmp_path / "k")]) != 0
+    assert main(["train", "--task", "detection", "--enlarge-most", "0", "--out", str(tmp_path / "d")]) != 0
+    err = capsys.readouterr().err
+    assert err.count("--enlarge-most") == 2 and "for detection only" in err and "Traceback" not in err
+
+
 def test_web_faces_reader_and_photo_split(tmp_path):
     header = "image,box_x0,box_y0,box_x1,box_y1," + ",".join(f"x{i},y{i}" for i in range(21))
     row = lambda name, x: f"{name},{x},10,{x + 30},40," + ",".join(["20"] * 42)  # noqa: E731

@@ -33,7 +33,7 @@ def tiny_runs(tmp_path):
         ("detection", DetectorTraining,
          ["--task", "detection", "--data", str(csv_path), "--images", str(images), "--scene-count", "8",
           "--image-size", "64", "--width", "4", "--depth", "2", "--strided", "1", "--loss", "l2",
-          "--val-fraction", "0.34", "--augment", "flip=0"]),
+          "--val-fraction", "0.34", "--augment", "flip=0", "--enlarge-most", "1.5"]),
         ("classification", ClassifierTraining,
          ["--task", "classification", "--data", str(tmp_path / "mnist"), "--net", "mlp", "--no-augment"]),
     ], solver
@@ -45,7 +45,7 @@ GIVEN = {  # the settings tiny_runs moves away from their defaults
     "segmentation": {"data", "images", "image_size", "width", "depth", "loss", "class_weights", "aux_points",
                      "val_fraction", "augment", "use_cache", "solver"},
     "detection": {"data", "images", "scene_count", "image_size", "width", "depth", "strided", "objectness_loss",
-                  "val_fraction", "augment", "solver"},
+                  "val_fraction", "augment", "enlarge_most", "solver"},
     "classification": {"data", "net", "augment", "solver"},
 }
 

@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="parse the data again instead of using the cache")
     p.add_argument("--synthetic-count", type=int, default=2400, help="faces to draw when there is no --data")
     p.add_argument("--scene-count", type=int, default=3000, help="detection: synthetic training scenes")
+    p.add_argument("--enlarge-most", type=float, metavar="X",
+                   help="detection: draw each photo's faces at most X times their size in the photo "
+                        "(default: at any size from 12 px to 0.8 of the picture)")
     add_solver_args(p)
 
     p = sub.add_parser("evaluate", help="metrics of a model on labelled data")
@@ -295,6 +298,8 @@ def train(a: argparse.Namespace) -> int:
         raise InputError("--depth applies to segmentation, detection and keypoints' --net hourglass only")
     if task != "detection" and a.strided is not None:
         raise InputError("--strided applies to detection only (add --task detection)")
+    if a.enlarge_most is not None and (task != "detection" or not a.enlarge_most > 0):
+        raise InputError(f"--enlarge-most {a.enlarge_most:g}: a factor above 0, for detection only")
     if a.heatmap_loss is not None and (task != "keypoints" or (a.net or "kpheat") not in ("kpheat", "hourglass")):
         raise InputError("--heatmap-loss applies to the keypoint heatmap nets only (--net kpheat or hourglass)")
     if a.heatmap_loss is not None and not 0 <= a.heatmap_loss < float("inf"):
@@ -329,7 +334,8 @@ def train_detection(a: argparse.Namespace) -> None:
         images=a.images and (a.images if len(a.images) > 1 else a.images[0]),
         scene_count=a.scene_count, image_size=a.image_size or 160, val_fraction=a.val_fraction,
         width=a.width or 16, depth=a.depth or 1, strided=a.strided or 0, objectness_loss=a.loss or "bce",
-        augment=train_augment(a), shares=parse_shares(a.share), init=a.init, solver=solver_overrides(a))
+        augment=train_augment(a), shares=parse_shares(a.share), init=a.init, enlarge_most=a.enlarge_most,
+        solver=solver_overrides(a))
     run(training, a.out or "runs/fcn_detector", a.resume)
 
 

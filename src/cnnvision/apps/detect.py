@@ -38,6 +38,7 @@ class DetectorTraining:
     augment: bool | dict = True         # False, True or AugmentConfig fields to change
     shares: list | None = None          # each source's part of scene_count (default: equal)
     init: str | None = None             # a detector checkpoint to start from
+    enlarge_most: float | None = None   # photo faces drawn at most this many times their size (None: any)
     solver: dict = field(default_factory=dict)
 
 
@@ -86,6 +87,7 @@ def _train(t: DetectorTraining, out: Path, resume: bool) -> dict:
     # sees new crops of the same photos (the validation pictures stay the same)
     for path, folder, kind, count in zip(paths, folders, kinds, counts):
         extra = {"miner": miner} if kind == "web" else {"style": style} if kind == "photos" else {}
+        extra.update({"enlarge_most": t.enlarge_most} if kind in ("web", "photos") else {})
         part, held, what = SOURCE_READERS[kind](Path(path), Path(folder), count, image_size, net_cfg.in_channels,
                                                 val_fraction, seed=cfg.seed, **extra)
         if style != "points" and kind == "frames":  # the frames' boxes are their points' extent
@@ -142,11 +144,12 @@ def frame_source(data: Path, images: Path, count: int, size: int, channels: int,
 
 
 def web_source(data: Path, images: Path, count: int, size: int, channels: int, val_fraction: float,
-               miner=None, seed: int = 0):
+               miner=None, seed: int = 0, enlarge_most: float | None = None):
     """Web photos whose every visible face is labelled: crops of the training photos (faces from
     12 px to most of the picture, a fifth random squares); validation: crops of the held-out photos.
     With a ``miner`` (a detector), a sixth of the training crops are framed around its false
-    detections on the training photos (hard negatives: hands, toys, patterns)."""
+    detections on the training photos (hard negatives: hands, toys, patterns). ``enlarge_most``:
+    see ``photo_crops``; the validation crops are cut as before, to compare runs."""
     names, boxes, _ = read_web_faces(data)
     photos, per_photo = group_by_photo(names, boxes)
     train_idx, val_idx = split_photos(photos, val_fraction)
@@ -158,14 +161,14 @@ def web_source(data: Path, images: Path, count: int, size: int, channels: int, v
         hard = [unmatched_detections(miner, opened[i], per_photo[i], 0.1) if i in training else none[i]
                 for i in range(len(photos))]
 
-    def cut(idx, n, seed, share):
+    def cut(idx, n, seed, share, most=None):
         pics, found, ignored = photo_crops([opened[i] for i in idx], [per_photo[i] for i in idx],
                                            [none[i] for i in idx], n, size, channels, seed,
-                                           hard=[hard[i] for i in idx], hard_share=share)
+                                           hard=[hard[i] for i in idx], hard_share=share, enlarge_most=most)
         return DetectionDataset(pics, found, ignore=ignored)
     val_count = max(50, count // 6)
     mined = sum(len(h) for h in hard)
-    return (cut(train_idx, count, seed, 1 / 6 if mined else 0.0), cut(val_idx, val_count, 1, 0.0),
+    return (cut(train_idx, count, seed, 1 / 6 if mined else 0.0, enlarge_most), cut(val_idx, val_count, 1, 0.0),
             f"{data.name}: {count} crops of {len(train_idx)} photos"
             + (f" ({mined} false detections mined)" if mined else "") + f", {val_count} of {len(val_idx)} held-out photos")
 
@@ -184,10 +187,10 @@ def unmatched_detections(pipeline, photo, faces: np.ndarray, iou: float) -> np.n
 
 
 def photo_source(data: Path, images: Path, count: int, size: int, channels: int, val_fraction: float,
-                 style: str = "drawn", seed: int = 0):
+                 style: str = "drawn", seed: int = 0, enlarge_most: float | None = None):
     """Photos with 68 points on some of their faces: crops around the labelled faces (boxed in
     the detector's ``style``), where the faces nobody labelled (those the shipped detector finds
-    that match no label) are ignored."""
+    that match no label) are ignored. ``enlarge_most``: see ``photo_crops`` (training crops only)."""
     names, points = parse_points_csv(data)
     extents = np.concatenate([points.min(1), points.max(1)], 1)
     photos, per_photo = group_by_photo(names, extents)
@@ -199,13 +202,14 @@ def photo_source(data: Path, images: Path, count: int, size: int, channels: int,
     finder = FacePipeline.pretrained(threshold=0.8)
     ignore = [unmatched_detections(finder, photo, mine, 0.3) for photo, mine in zip(opened, faces)]
 
-    def cut(idx, n, seed):
+    def cut(idx, n, seed, most=None):
         pics, found, ignored = photo_crops([opened[i] for i in idx], [faces[i] for i in idx],
-                                           [ignore[i] for i in idx], n, size, channels, seed, empty=0.05)
+                                           [ignore[i] for i in idx], n, size, channels, seed, empty=0.05,
+                                           enlarge_most=most)
         return DetectionDataset(pics, found, ignore=ignored)
     val_count = max(50, count // 6)
     unlabelled = sum(len(g) for g in ignore)
-    return (cut(train_idx, count, seed), cut(val_idx, val_count, 1),
+    return (cut(train_idx, count, seed, enlarge_most), cut(val_idx, val_count, 1),
             f"{data.name}: {count} crops of {len(train_idx)} photos ({unlabelled} unlabelled faces ignored)")
 
 

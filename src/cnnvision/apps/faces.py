@@ -88,6 +88,14 @@ SURE = 0.98
 # through the pipeline it skipped 173 of 418 second passes, and nme_detected went from 4.361% to
 # 4.375% (at 0.9: 69 skipped, 4.365%; at 0.8: 284, 4.465%).
 REFINE_BELOW = 0.85
+# A doubtful detection (scoring under SURE) whose first-pass heatmaps spread out more than this
+# skips the second pass: it is not a face, and the second pass would not bring it under
+# MAX_SPREAD. Nor does a detection whose first points box the same face as a sure one's (IoU over
+# the detector's nms_iou): the boxes drawn from the points merge them anyway. Chosen on the web-faces
+# TRAINING photos (benchmarks/detector_threshold.py, `first-pass spread`) as the largest
+# first-pass spread of a detection the pipeline keeps there, stop 28's nets at THRESHOLD; with it,
+# the pipeline's faces there and on the validation photos are those without it.
+FIRST_SPREAD = 5.6
 # A face whose eyes tilt more than this (radians) gets the second pass too, turned upright. On the
 # faces-300w validation photos turned +-30 degrees (benchmarks/tilted_faces.py) nme_detected was
 # 4.41% with it and 4.48% with the upright pass only where the framing moves (stop 19: 5.37%).
@@ -165,7 +173,7 @@ class FacePipeline:
                  flip: bool = False, precision: str = "auto", min_face: float | None = None, device: str = "cpu",
                  enlarge_to: int | None = None, runtime: str = "auto", max_spread: float | None = MAX_SPREAD,
                  refine_below: float = REFINE_BELOW, refine_tilt: float = REFINE_TILT, sure: float = SURE,
-                 boxes_from_points: bool = BOXES_FROM_POINTS):
+                 boxes_from_points: bool = BOXES_FROM_POINTS, first_spread: float = FIRST_SPREAD):
         if detector.task != "detection":
             raise ValueError(f"the detector is a {detector.task} model")
         if landmarks.task != "keypoints" or landmarks.cfg.layout != "ibug68":
@@ -203,6 +211,9 @@ class FacePipeline:
         self.max_spread = max_spread if getattr(self.landmarks, "has_spread", False) else None
         # ``sure``: detections scoring this much or more skip that check (above 1: none does)
         self.sure = sure
+        # ``first_spread``: doubtful detections spreading more on the first pass skip the second
+        # (FIRST_SPREAD; infinity: none does, and no duplicate of a sure face does either)
+        self.first_spread = first_spread
         self.max_side, self.min_side, self.level_step = max_side, min_side, level_step
         self.enlarge_to = ENLARGE_TO if enlarge_to is None else enlarge_to
         if min_face is not None and min_face <= 0:
@@ -316,10 +327,13 @@ class FacePipeline:
         points = np.stack([imgs.from_crop(p, sq, size, a) for p, sq, a in zip(points, squares, turns)])
         return (points, torch.cat(spreads).numpy()) if spread else points
 
-    def landmarks_in(self, photos: list[Image.Image], owners: list[int], boxes: list, spread: bool = False):
+    def landmarks_in(self, photos: list[Image.Image], owners: list[int], boxes: list, spread: bool = False,
+                     settled=None):
         """(F, 68, 2) landmarks, in photo pixels, of the faces in ``boxes`` (x0, y0, x1, y1, as the
         detector draws them) of ``photos[owners[f]]``; with ``spread`` (heatmap nets), also
-        how spread out the heatmaps of the last pass were (F,), low on faces."""
+        how spread out the heatmaps of the last pass were (F,), low on faces. ``settled``: a
+        function of the first pass's points and spreads (with ``spread``) giving a mask (F,) of the
+        faces whose second pass is not worth running; they keep their first points."""
         # a face box stands for the square around the points, by its style's rule
         boxes = framing_of(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), self.detector.cfg.box_style)
         margin = self.landmarks.cfg.margin
@@ -337,7 +351,10 @@ class FacePipeline:
         overlap = box_iou(torch.tensor(squares, dtype=torch.float32).reshape(-1, 4),
                           torch.tensor(again, dtype=torch.float32).reshape(-1, 4)).diagonal().numpy()
         moved = (overlap < self.refine_below) | (np.abs(rolls) > self.refine_tilt)
-        redo = np.arange(len(again)) if self.flip else np.flatnonzero(moved)
+        redo = np.ones(len(again), bool) if self.flip else moved
+        if settled is not None:
+            redo &= ~settled(points, spreads)
+        redo = np.flatnonzero(redo)
         if len(redo):
             second = self._points(photos, [owners[k] for k in redo], [again[k] for k in redo], self.flip, spread,
                                   angles=rolls[redo].tolist())
@@ -361,8 +378,24 @@ class FacePipeline:
             points = self.landmarks_in(photos, owners, boxes.tolist())
             keep = np.ones(len(owners), bool)
         else:
-            points, spread = self.landmarks_in(photos, owners, boxes.tolist(), spread=True)
-            keep = (spread <= self.max_spread) | (scores.numpy() >= self.sure)
+            sure = scores.numpy() >= self.sure
+
+            def settled(first: np.ndarray, spreads: np.ndarray) -> np.ndarray:
+                """The detections the first pass settles (FIRST_SPREAD): not faces, or faces a sure one holds."""
+                if not np.isfinite(self.first_spread):
+                    return np.zeros(len(spreads), bool)
+                done = ~sure & (spreads > max(self.first_spread, self.max_spread))
+                if self.boxes_from_points:
+                    drawn, mine = torch.from_numpy(drawn_box(first)).float().reshape(-1, 4), np.asarray(owners)
+                    for k in np.flatnonzero(sure):  # detections come best first within each photo
+                        rest = np.flatnonzero((mine == mine[k]) & (np.arange(len(mine)) > k) & ~done)
+                        if len(rest):
+                            done[rest] |= box_iou(drawn[k:k + 1], drawn[rest])[0].numpy() > self.detector.cfg.nms_iou
+                return done
+
+            points, spread = self.landmarks_in(photos, owners, boxes.tolist(), spread=True,
+                                               settled=settled if self.refine else None)
+            keep = (spread <= self.max_spread) | sure
         owners, scores, points = [o for o, k in zip(owners, keep) if k], scores[keep], points[keep]
         if not self.boxes_from_points:
             return owners, boxes[keep], scores, points

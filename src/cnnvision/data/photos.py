@@ -206,14 +206,17 @@ def split_at_edge(boxes: np.ndarray, crop: tuple, size: int) -> tuple[np.ndarray
 def photo_crops(photos: list[Image.Image], boxes: list[np.ndarray], ignore: list[np.ndarray], count: int,
                 size: int = 160, channels: int = 3, seed: int = 0, empty: float = 0.2,
                 smallest: float = 12.0, largest: float = 0.8, hard: list[np.ndarray] | None = None,
-                hard_share: float = 0.0):
+                hard_share: float = 0.0, enlarge_most: float | None = None):
     """``count`` square pictures (size x size) cut from photos, with their face boxes and ignore
     boxes in picture pixels. Most are centred loosely on a labelled face drawn at a random size
     from ``smallest`` px to ``largest`` of the side (log-uniform), holding its neighbours too; a
     share ``empty`` are random squares of random size anywhere (mostly no face: the negatives
     of walls, crowds' clothes, animals and hands that photos hold); and a share ``hard_share``
     are framed the same way around ``hard`` boxes (per photo): places a detector took for a
-    face where there is none (hands, toys, badges), the negatives most worth learning from."""
+    face where there is none (hands, toys, badges), the negatives most worth learning from.
+    With ``enlarge_most``, a face is drawn at most that many times its size in the photo (at that
+    size where even ``smallest`` would enlarge it more): a small face is then seen as the photo
+    holds it, sharp or blurred, and never as a blurred blob many times its size."""
     rng = np.random.default_rng(seed)
     with_faces = [i for i, b in enumerate(boxes) if len(b)]
     with_hard = [i for i, b in enumerate(hard or []) if len(b)]
@@ -223,7 +226,8 @@ def photo_crops(photos: list[Image.Image], boxes: list[np.ndarray], ignore: list
     def around(b: np.ndarray, face: float) -> tuple[float, float, float]:
         """A square holding box ``b``, placed at random, in which a face ``face`` px wide is drawn
         at a random size: its corner and side."""
-        target = float(np.exp(rng.uniform(np.log(smallest), np.log(size * largest))))
+        most = size * largest if enlarge_most is None else min(size * largest, face * enlarge_most)
+        target = float(np.exp(rng.uniform(np.log(min(smallest, most)), np.log(most))))
         side = face * size / target
         x0 = rng.uniform(b[2] - side, b[0]) if side > b[2] - b[0] else b[0]
         y0 = rng.uniform(b[3] - side, b[1]) if side > b[3] - b[1] else b[1]  # a box taller than wide
