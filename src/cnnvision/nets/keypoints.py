@@ -101,18 +101,14 @@ def soft_argmax(logits: torch.Tensor, grid: torch.Tensor, spread: bool = False):
     nats. On a face the maps are peaked; on a hand, a paw or a pattern that a detector took for a
     face they spread out, and the pipeline drops such boxes (apps/faces.py)."""
     B, K, h, w = logits.shape
-    # (B, cells, K): a view of a channels-last map (the layout the nets infer in), whose K maps
-    # then sit side by side in memory, so each pass over them reads it once, in order
-    cells = logits.float().permute(0, 2, 3, 1).reshape(B, h * w, K)
-    lse = cells.logsumexp(1, keepdim=True)  # (B, 1, K)
-    prob = (cells - lse).exp()
-    centres = torch.stack([grid[:w].repeat(h), grid[:h].repeat_interleave(w)])  # (2, cells): x, y
-    with torch.autocast(cells.device.type, enabled=False):  # in fp32: autocast would take it to bf16
-        points = (centres @ prob).transpose(1, 2).flatten(1)  # (B, K, 2) -> (B, 2K)
+    log_prob = logits.float().flatten(2).log_softmax(-1)
+    prob = log_prob.exp().view(B, K, h, w)
+    xs = (prob.sum(2) * grid[:w]).sum(-1)  # (B, K): mean over columns
+    ys = (prob.sum(3) * grid[:h]).sum(-1)
+    points = torch.stack([xs, ys], -1).flatten(1)
     if not spread:
         return points
-    # the entropy -sum p log p, with log p = logit - lse
-    return points, (lse[:, 0] - (prob * cells).sum(1)).mean(1)
+    return points, -(prob.flatten(2) * log_prob).sum(-1).mean(1)
 
 
 def read_heatmaps(logits: torch.Tensor, grid: torch.Tensor, spread: bool, with_logits: bool):
