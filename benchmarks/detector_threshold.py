@@ -48,10 +48,14 @@ def scored(pipeline, photo, truth, lowest):
     boxes, scores = boxes[keep], scores[keep]
     if not len(boxes):
         return np.zeros((0, 4)), np.zeros((0, len(truth)), bool), torch.zeros(0, 4)
-    points, spread = pipeline.landmarks_in([photo], [0] * len(boxes), boxes.tolist(), spread=True)
-    pipeline.refine = False
-    _, first = pipeline.landmarks_in([photo], [0] * len(boxes), boxes.tolist(), spread=True)
-    pipeline.refine = True
+    firsts = []  # the first pass's spreads, as the pipeline hands them on to decide the second
+
+    def second_for_all(_, first_spread):
+        firsts.append(first_spread.copy())  # the second pass then writes over the array
+        return np.zeros(len(first_spread), bool)
+    points, spread = pipeline.landmarks_in([photo], [0] * len(boxes), boxes.tolist(), spread=True,
+                                           settled=second_for_all)
+    first = firsts[0] if firsts else spread  # no second pass (refine off): the only one
     if pipeline.boxes_from_points:
         boxes = torch.from_numpy(drawn_box(points)).float()
     overlap = box_iou(boxes, truth).numpy() if len(truth) else np.zeros((len(boxes), 0))

@@ -386,11 +386,12 @@ class FacePipeline:
                     return np.zeros(len(spreads), bool)
                 done = ~sure & (spreads > max(self.first_spread, self.max_spread))
                 if self.boxes_from_points:
+                    # a later detection (they come best first within each photo) of a sure one's photo,
+                    # whose first points box its face
                     drawn, mine = torch.from_numpy(drawn_box(first)).float().reshape(-1, 4), np.asarray(owners)
-                    for k in np.flatnonzero(sure):  # detections come best first within each photo
-                        rest = np.flatnonzero((mine == mine[k]) & (np.arange(len(mine)) > k) & ~done)
-                        if len(rest):
-                            done[rest] |= box_iou(drawn[k:k + 1], drawn[rest])[0].numpy() > self.detector.cfg.nms_iou
+                    over = box_iou(drawn, drawn).numpy() > self.detector.cfg.nms_iou
+                    over &= np.triu(mine[:, None] == mine[None], 1) & sure[:, None]
+                    done |= over.any(0)
                 return done
 
             points, spread = self.landmarks_in(photos, owners, boxes.tolist(), spread=True,
