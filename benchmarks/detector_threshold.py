@@ -13,8 +13,8 @@ figures it is judged by): the largest spread of the faces found there, less the 
 share of them (several shares, comma-separated, give a limit each).
 
     python benchmarks/detector_threshold.py [--detector CKPT] [--landmarks CKPT] [--thresholds 0.5,0.7,0.8,0.9]
-        [--lose 0.01,0.03] [--precision auto|fp32|bf16] [--level-step 4.0] [--enlarge-to 640] [--sure 0.95,0.98]
-        [--boxes points|detector]
+        [--lose 0.01,0.03] [--precision auto|fp32|bf16] [--level-step 4.0] [--enlarge-to 960]
+        [--enlarge-below 640] [--sure 0.95,0.98] [--boxes points|detector]
 
 With ``--sure``, the shipped limit is also measured with detections scoring that much or more
 kept whatever their spread (the pipeline's ``SURE``). For each threshold it also reports the
@@ -40,14 +40,13 @@ WEB = DATA.parent / "web-faces"
 
 def scored(pipeline, photo, truth, lowest):
     """For each detection scoring at least ``lowest``: its score, its best IoU with a true box,
-    its landmark heatmaps' spread, and their spread on the first pass; the true boxes it matched
-    at IoU 0.5 (by index); its box as the pipeline reports it (drawn from its points, or the
-    detector's)."""
+    its landmark heatmaps' spread, and their spread on the first pass; its IoU with each true box;
+    its box as the pipeline reports it (drawn from its points, or the detector's)."""
     (boxes, scores), = pipeline.detect([photo])
     keep = scores >= lowest
     boxes, scores = boxes[keep], scores[keep]
     if not len(boxes):
-        return np.zeros((0, 4)), np.zeros((0, len(truth)), bool), torch.zeros(0, 4)
+        return np.zeros((0, 4)), np.zeros((0, len(truth))), torch.zeros(0, 4)
     firsts = []  # the first pass's spreads, as the pipeline hands them on to decide the second
 
     def second_for_all(_, first_spread):
@@ -60,7 +59,7 @@ def scored(pipeline, photo, truth, lowest):
         boxes = torch.from_numpy(drawn_box(points)).float()
     overlap = box_iou(boxes, truth).numpy() if len(truth) else np.zeros((len(boxes), 0))
     best = overlap.max(1) if len(truth) else np.zeros(len(boxes))
-    return np.stack([scores.numpy(), best, spread, first], 1), overlap >= 0.5, boxes
+    return np.stack([scores.numpy(), best, spread, first], 1), overlap, boxes
 
 
 def first_pass_spreads(pictures, t, limit, sure):
@@ -70,6 +69,17 @@ def first_pass_spreads(pictures, t, limit, sure):
     doubtful = (rows[:, 0] >= t) & (rows[:, 0] < sure)
     kept = doubtful & (rows[:, 2] <= limit)
     return rows[kept, 3], rows[kept & (rows[:, 1] >= 0.5), 3], rows[doubtful & ~kept, 3]
+
+
+def matched(overlap, scores) -> int:
+    """True boxes matched at IoU 0.5, one detection to a face, best score first (as
+    ``boxes.average_precision`` matches them)."""
+    taken = np.zeros(overlap.shape[1], bool)
+    for i in np.argsort(-scores, kind="stable"):
+        free = np.where(taken, -1.0, overlap[i])
+        if len(free) and free.max() >= 0.5:
+            taken[free.argmax()] = True
+    return int(taken.sum())
 
 
 def figures(pictures, t, limit, sure=np.inf, merge=None):
@@ -84,7 +94,7 @@ def figures(pictures, t, limit, sure=np.inf, merge=None):
             mine = np.flatnonzero(kept)
             kept[:] = False
             kept[mine[nms(boxes[mine], torch.from_numpy(rows[mine, 0]).float(), merge)]] = True
-        hit += int(matches[kept].any(0).sum()) if matches.shape[1] else 0
+        hit += matched(matches[kept], rows[kept, 0])
         faces += matches.shape[1]
         false += int((kept & (rows[:, 1] < 0.5)).sum())
     return hit / max(1, faces), false / len(pictures)
@@ -102,8 +112,10 @@ def main() -> None:
     add_runtime_option(ap)
     ap.add_argument("--level-step", type=float, help="scale between the search's pyramid levels "
                     "(default: the pipeline's)")
-    ap.add_argument("--enlarge-to", type=int, help="photos shorter than this (longer side) are enlarged "
-                    "towards it, at most ENLARGE_MOST times (default: the pipeline's)")
+    ap.add_argument("--enlarge-to", type=int, help="photos are enlarged towards this longer side, at most "
+                    "ENLARGE_MOST times (default: the pipeline's)")
+    ap.add_argument("--enlarge-below", type=int, help="only photos whose longer side is under this are "
+                    "enlarged (default: the pipeline's)")
     ap.add_argument("--sure", default="", help="scores above which a detection skips the spread check, "
                     "each measured with the shipped limit (e.g. 0.95,0.98)")
     ap.add_argument("--boxes", default="points", choices=["points", "detector"],
@@ -115,7 +127,8 @@ def main() -> None:
     pipeline = FacePipeline(detector, landmarks, threshold=0.05, precision=a.precision, runtime=a.runtime,
                             boxes_from_points=a.boxes == "points",
                             **({"level_step": a.level_step} if a.level_step else {}),
-                            **({"enlarge_to": a.enlarge_to} if a.enlarge_to else {}))
+                            **({"enlarge_to": a.enlarge_to} if a.enlarge_to else {}),
+                            **({"enlarge_below": a.enlarge_below} if a.enlarge_below else {}))
     thresholds = [float(t) for t in a.thresholds.split(",")]
     lowest = min(thresholds)
     sures = [float(x) for x in a.sure.split(",") if x]
@@ -142,7 +155,8 @@ def main() -> None:
     print(f"{len(frames)} held-out frames; {len(held)} web validation photos, "
           f"{sum(m.shape[1] for _, m, _ in held)} faces; {len(crops)} face-free squares; spread limits "
           f"from {len(trained_on)} web training photos (shipped MAX_SPREAD: {MAX_SPREAD}); precision {a.precision}, "
-          f"pyramid levels {pipeline.level_step:g} apart, photos enlarged towards {pipeline.enlarge_to} px; "
+          f"pyramid levels {pipeline.level_step:g} apart, photos under {pipeline.enlarge_below} px enlarged "
+          f"towards {pipeline.enlarge_to} px; "
           f"boxes {a.boxes}")
     for t in thresholds:
         true = np.concatenate([r[(r[:, 0] >= t) & (r[:, 1] >= 0.5), 2] for r, _, _ in trained_on])

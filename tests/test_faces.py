@@ -37,6 +37,10 @@ def test_search_levels_cover_every_face_size(pipeline):
     big = pipeline.levels(4000, 3000)
     assert big[0] == pytest.approx(1280 / 4000) and 3000 * big[-1] == pytest.approx(96)
     assert pipeline.levels(100, 80) == [1.6]                       # a small photo is enlarged to 160
+    assert pipeline.levels(554, 415)[0] == 1.5                     # one under 640 px: 1.5 times
+    assert pipeline.levels(639, 479)[0] == 1.5 and pipeline.levels(800, 600)[0] == 1.0
+    old = FacePipeline(pipeline.detector, pipeline.landmarks, enlarge_to=640)  # towards 640 only
+    assert old.levels(554, 415)[0] == pytest.approx(640 / 554) and old.levels(320, 240)[0] == 1.5
 
 
 def test_min_face_sets_the_first_level_for_small_faces(pipeline, tmp_path, capsys):

@@ -276,9 +276,12 @@ def test_enlarge_most_is_for_detection_and_positive(tmp_path, capsys):
 def test_web_faces_reader_and_photo_split(tmp_path):
     header = "image,box_x0,box_y0,box_x1,box_y1," + ",".join(f"x{i},y{i}" for i in range(21))
     row = lambda name, x: f"{name},{x},10,{x + 30},40," + ",".join(["20"] * 42)  # noqa: E731
-    (tmp_path / "faces.csv").write_text("\n".join([header, row("a.jpg", 5), row("a.jpg", 50), row("b.jpg", 5)]) + "\n")
+    # a.jpg's third row labels its first face again (box 1 px wider: IoU 0.97), and goes
+    rows = [header, row("a.jpg", 5), row("a.jpg", 50), row("b.jpg", 5), row("a.jpg", 5).replace(",35,", ",36,", 1)]
+    (tmp_path / "faces.csv").write_text("\n".join(rows) + "\n")
     names, boxes, points = read_web_faces(tmp_path / "faces.csv")
     assert names == ["a.jpg", "a.jpg", "b.jpg"] and boxes.shape == (3, 4) and points.shape == (3, 21, 2)
+    assert boxes[:, 0].tolist() == [5, 50, 5] and boxes[:, 2].tolist() == [35, 80, 35]
     photos, per_photo = group_by_photo(names, boxes)
     assert photos == ["a.jpg", "b.jpg"] and [len(b) for b in per_photo] == [2, 1]
     train, val = split_photos([f"p{i}" for i in range(20)], 0.25)
