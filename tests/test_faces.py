@@ -158,7 +158,7 @@ def test_pipeline_benchmark_reports_photos_per_second(pipeline, monkeypatch):
     monkeypatch.setattr(benchmark.time, "perf_counter", lambda: float(next(ticks)))
     result = benchmark_pipeline(count=4, rounds=2, batch=2, pipeline=pipeline)
     assert result["photos"] == 4 and result["size"] == [640, 480] and result["photos_per_sec"] == 4.0
-    assert result["runtime"] == "torch" and result["device"] == "cpu"
+    assert result["runtime"] == "torch" and result["device"] == "cpu" and result["streams"] == pipeline.streams
     assert 0 <= result["photos_with_one_face"] <= result["faces_found"] or result["faces_found"] == 0
 
 
@@ -238,6 +238,33 @@ def test_onnx_runtime_gives_torch_s_faces(pipeline):
             # up to 0.29 px on an AMX Xeon (0.06 px on the sample photo's real faces)
             assert np.abs(fa.keypoints - fb.keypoints).max() < 0.5 and abs(fa.score - fb.score) < 1e-3
     assert found >= 1
+
+
+def test_streams_share_a_batch_and_give_one_stream_s_faces(pipeline):
+    """``streams``: a batch's photos go through the detector, and their face crops through the
+    landmark net, several at a time, each on one torch thread. The faces are one stream's, in the
+    photos' order (float sums in other orders: well under a pixel), and torch's thread count is
+    as it was."""
+    import threading
+    from importlib.resources import files
+    from cnnvision.benchmark import demo_photos
+    sample = Image.open(files("cnnvision") / "samples" / "faces.jpg").convert("RGB")
+    photos = demo_photos(5, 640, 480, seed=1) + [sample, Image.new("RGB", (320, 240))]
+    one, three = (FacePipeline(pipeline.detector, pipeline.landmarks, precision="fp32", runtime="torch",
+                               refine_below=2.0, streams=n) for n in (1, 3))
+    seen = set()
+    detect_one = three._detect_one
+    three._detect_one = lambda im: seen.add((threading.get_ident(), torch.get_num_threads())) or detect_one(im)
+    threads = torch.get_num_threads()
+    a, b = one.predict(photos), three.predict(photos)
+    assert torch.get_num_threads() == threads
+    assert len(seen) > 1 and {n for _, n in seen} == {1}  # several threads, of one torch thread each
+    assert [len(f) for f in a] == [len(f) for f in b] and sum(map(len, a)) >= 4 and b[-1] == []
+    for fa, fb in zip(sum(a, []), sum(b, [])):
+        assert np.abs(np.array(fa.box) - np.array(fb.box)).max() < 0.05 and abs(fa.score - fb.score) < 1e-3
+        assert np.abs(fa.keypoints - fb.keypoints).max() < 0.5
+    with pytest.raises(ValueError, match="streams"):
+        FacePipeline(pipeline.detector, pipeline.landmarks, streams=0)
 
 
 @pytest.mark.parametrize("runtime", ["onnx-int8", "torch-int8"])

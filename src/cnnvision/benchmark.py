@@ -120,5 +120,6 @@ def benchmark_pipeline(paths: list[str] | None = None, count: int = 32, rounds: 
         best = min(best, time.perf_counter() - start)
     return {"photos": len(photos), "size": [width, height], "batch": batch, "machine": machine(),
             "device": pipeline.device.type, "precision": pipeline.precision, "runtime": pipeline.runtime,
+            "streams": pipeline.streams,
             "faces_found": sum(faces), "photos_with_one_face": sum(f == 1 for f in faces),
             "photos_per_sec": round(len(photos) / best, 1)}

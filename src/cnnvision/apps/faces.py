@@ -13,6 +13,9 @@ is then drawn from its points, as a person would draw it (``BOXES_FROM_POINTS``)
 """
 import copy
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,7 +185,8 @@ class FacePipeline:
                  enlarge_to: int | None = None, enlarge_below: int | None = None, runtime: str = "auto",
                  max_spread: float | None = MAX_SPREAD,
                  refine_below: float = REFINE_BELOW, refine_tilt: float = REFINE_TILT, sure: float = SURE,
-                 boxes_from_points: bool = BOXES_FROM_POINTS, first_spread: float = FIRST_SPREAD):
+                 boxes_from_points: bool = BOXES_FROM_POINTS, first_spread: float = FIRST_SPREAD,
+                 streams: int | None = None):
         if detector.task != "detection":
             raise ValueError(f"the detector is a {detector.task} model")
         if landmarks.task != "keypoints" or landmarks.cfg.layout != "ibug68":
@@ -238,6 +242,14 @@ class FacePipeline:
         # 5.155%) for a third of the landmark net's time (61.8 vs 50.1 photos/sec, bf16; 25.2 vs
         # 20.1 at fp32 on AVX2), so it is off; ``evaluate``'s true-box figures still use it.
         self.refine, self.batch_size, self.flip = refine, batch_size, flip
+        # ``streams``: the photos of a batch go through the detector, and its face crops through the
+        # landmark net, this many at a time side by side, each on one torch thread (default: one
+        # per thread torch uses; on a GPU, one). The nets' layers on one photo or a few crops keep
+        # two threads busy only part of the time. A single photo, or a single batch of crops,
+        # takes every thread.
+        if streams is not None and streams < 1:
+            raise ValueError(f"streams must be 1 or more, not {streams}")
+        self.streams = streams or (torch.get_num_threads() if self.device.type == "cpu" else 1)
         # ``refine_below``: a face's second pass is skipped where the first framed it this well
         # (IoU of the two squares); above 1, every face gets one. With ``flip`` every face does.
         self.refine_below = refine_below
@@ -284,28 +296,37 @@ class FacePipeline:
     def detect(self, photos: list[Image.Image]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per photo, face boxes (K, 4) in its pixels and scores (K,), best first. Each smaller
         level of the pyramid is resized from the one before, as a tensor."""
+        return self._shared(self._detect_one, photos)
+
+    def _detect_one(self, im: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.detector.cfg
-        found = []
         with torch.inference_mode(), autocast(self.device, self.precision):
-            for im in photos:
-                scales = self.levels(*im.size)
-                first = im.convert("RGB" if cfg.in_channels == 3 else "L")
-                size = (max(1, round(im.width * scales[0])), max(1, round(im.height * scales[0])))
-                if size != first.size:
-                    first = first.resize(size, Image.Resampling.BILINEAR)
-                x = _nchw([np.asarray(first)]).to(self.device)
-                boxes, scores = [], []
-                for k, scale in enumerate(scales):
-                    if k:
-                        x = shrink(x, max(1, round(im.height * scale)), max(1, round(im.width * scale)))
-                    out = self.detector.predict(x)[0]
-                    b, sc = decode(out.float().cpu(), cfg.stride, cfg.scale, self.threshold)
-                    boxes.append(b * (im.width / x.shape[-1]))
-                    scores.append(sc)
-                b, sc = torch.cat(boxes), torch.cat(scores)
-                keep = nms(b, sc, cfg.nms_iou, inside=INSIDE)
-                found.append((b[keep], sc[keep]))
-        return found
+            scales = self.levels(*im.size)
+            first = im.convert("RGB" if cfg.in_channels == 3 else "L")
+            size = (max(1, round(im.width * scales[0])), max(1, round(im.height * scales[0])))
+            if size != first.size:
+                first = first.resize(size, Image.Resampling.BILINEAR)
+            x = _nchw([np.asarray(first)]).to(self.device)
+            boxes, scores = [], []
+            for k, scale in enumerate(scales):
+                if k:
+                    x = shrink(x, max(1, round(im.height * scale)), max(1, round(im.width * scale)))
+                out = self.detector.predict(x)[0]
+                b, sc = decode(out.float().cpu(), cfg.stride, cfg.scale, self.threshold)
+                boxes.append(b * (im.width / x.shape[-1]))
+                scores.append(sc)
+            b, sc = torch.cat(boxes), torch.cat(scores)
+            keep = nms(b, sc, cfg.nms_iou, inside=INSIDE)
+            return b[keep], sc[keep]
+
+    def _shared(self, work, items: list) -> list:
+        """``work`` on each item, shared among ``streams`` threads of one torch thread each where
+        there are several items (in order)."""
+        streams = min(self.streams, len(items))
+        if streams <= 1:
+            return [work(item) for item in items]
+        with one_thread_each(), ThreadPoolExecutor(streams) as pool:
+            return list(pool.map(work, items))
 
     def _crops(self, net, photos, owners, squares, angles=None) -> torch.Tensor:
         cfg = net.cfg
@@ -322,18 +343,20 @@ class FacePipeline:
         """(F, 68, 2) landmarks in photo pixels of the faces framed by ``squares`` (turned by
         ``angles`` about their centres, if given); with ``spread``, also their heatmaps' spread (F,)."""
         size = self.landmarks.cfg.image_size
-        out, spreads = [], []
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            for start in range(0, len(owners), self.batch_size):
-                part = slice(start, start + self.batch_size)
+
+        def run(part: slice):
+            with torch.inference_mode(), autocast(self.device, self.precision):
                 x = self._crops(self.landmarks, photos, owners[part], squares[part],
                                 None if angles is None else angles[part]).to(self.device)
                 if spread:
                     found, s = self.landmarks.predict_spread(x, flip=flip)
-                    spreads.append(s.float().cpu())
-                else:
-                    found = self.landmarks.predict(x, flip=flip)
-                out.append(found.float().cpu())
+                    return found.float().cpu(), s.float().cpu()
+                return self.landmarks.predict(x, flip=flip).float().cpu(), None
+        # batches of at most batch_size, as many for each stream
+        rounds = -(-len(owners) // (self.streams * self.batch_size))
+        step = max(1, -(-len(owners) // (self.streams * rounds))) if owners else 1
+        done = self._shared(run, [slice(i, i + step) for i in range(0, len(owners), step)])
+        out, spreads = [f for f, _ in done], [s for _, s in done]
         points = torch.cat(out).numpy()
         turns = [0.0] * len(squares) if angles is None else angles
         points = np.stack([imgs.from_crop(p, sq, size, a) for p, sq, a in zip(points, squares, turns)])
@@ -461,6 +484,22 @@ class FacePipeline:
                                 squares[start:start + self.batch_size]).to(self.device)
                 masks.append(self.parts.predict(x).float().argmax(1).to(torch.uint8).cpu())
         return list(zip(torch.cat(masks).numpy(), squares))
+
+
+_THREADS = threading.Lock()
+
+
+@contextmanager
+def one_thread_each():
+    """torch's layers on one thread for the duration (restored after), for streams that share
+    the cores among themselves; one such section at a time."""
+    with _THREADS:
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
 
 def draw_faces(im: Image.Image, faces: list[Face]) -> Image.Image:
