@@ -242,7 +242,7 @@ def test_onnx_runtime_gives_torch_s_faces(pipeline):
 
 def test_streams_share_a_batch_and_give_one_stream_s_faces(pipeline):
     """``streams``: a batch's photos go through the detector, and their face crops through the
-    landmark net, several at a time, each on one torch thread. The faces are one stream's, in the
+    landmark net, several at a time, sharing torch's threads. The faces are one stream's, in the
     photos' order (float sums in other orders: well under a pixel), and torch's thread count is
     as it was."""
     import threading
@@ -258,7 +258,7 @@ def test_streams_share_a_batch_and_give_one_stream_s_faces(pipeline):
     threads = torch.get_num_threads()
     a, b = one.predict(photos), three.predict(photos)
     assert torch.get_num_threads() == threads
-    assert len(seen) > 1 and {n for _, n in seen} == {1}  # several threads, of one torch thread each
+    assert len(seen) > 1 and {n for _, n in seen} == {max(1, threads // 3)}  # several threads share torch's
     assert [len(f) for f in a] == [len(f) for f in b] and sum(map(len, a)) >= 4 and b[-1] == []
     for fa, fb in zip(sum(a, []), sum(b, [])):
         assert np.abs(np.array(fa.box) - np.array(fb.box)).max() < 0.05 and abs(fa.score - fb.score) < 1e-3

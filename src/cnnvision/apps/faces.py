@@ -243,8 +243,8 @@ class FacePipeline:
         # 20.1 at fp32 on AVX2), so it is off; ``evaluate``'s true-box figures still use it.
         self.refine, self.batch_size, self.flip = refine, batch_size, flip
         # ``streams``: the photos of a batch go through the detector, and its face crops through the
-        # landmark net, this many at a time side by side, each on one torch thread (default: one
-        # per thread torch uses; on a GPU, one). The nets' layers on one photo or a few crops keep
+        # landmark net, this many at a time side by side, sharing torch's threads (default: one
+        # stream per thread, each on one; on a GPU, one stream). The nets' layers on one photo or a few crops keep
         # two threads busy only part of the time. A single photo, or a single batch of crops,
         # takes every thread.
         if streams is not None and streams < 1:
@@ -320,12 +320,12 @@ class FacePipeline:
             return b[keep], sc[keep]
 
     def _shared(self, work, items: list) -> list:
-        """``work`` on each item, shared among ``streams`` threads of one torch thread each where
-        there are several items (in order)."""
+        """``work`` on each item (in order), shared among ``streams`` threads where there are
+        several items, which share torch's threads."""
         streams = min(self.streams, len(items))
         if streams <= 1:
             return [work(item) for item in items]
-        with one_thread_each(), ThreadPoolExecutor(streams) as pool:
+        with threads_shared(streams), ThreadPoolExecutor(streams) as pool:
             return list(pool.map(work, items))
 
     def _crops(self, net, photos, owners, squares, angles=None) -> torch.Tensor:
@@ -490,12 +490,12 @@ _THREADS = threading.Lock()
 
 
 @contextmanager
-def one_thread_each():
-    """torch's layers on one thread for the duration (restored after), for streams that share
-    the cores among themselves; one such section at a time."""
+def threads_shared(streams: int):
+    """torch's threads dealt out among ``streams`` streams for the duration (restored after):
+    each stream's layers run on that share, at least one; one such section at a time."""
     with _THREADS:
         before = torch.get_num_threads()
-        torch.set_num_threads(1)
+        torch.set_num_threads(max(1, before // streams))
         try:
             yield
         finally:
