@@ -155,6 +155,7 @@ def read_web_faces(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]
     if not is_web_faces(header):
         raise InputError(f"{path}: not the web-faces layout (image,box_x0,box_y0,box_x1,box_y1, then 21 points)")
     names, values = [], []
+    seen: dict[str, list[np.ndarray]] = {}  # each photo's boxes so far
     for line, row in rows:
         if not row:
             continue
@@ -168,8 +169,10 @@ def read_web_faces(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]
             raise InputError(f"{path}: row {line}: missing or impossible coordinate")
         if v[2] <= v[0] or v[3] <= v[1]:
             raise InputError(f"{path}: row {line}: empty box {v[:4].tolist()}")
-        if any(n == row[0] and _iou(v[:4], u[:4]) >= SAME_FACE_IOU for n, u in zip(names, values)):
+        earlier = seen.setdefault(row[0], [])
+        if any(_iou(v[:4], u) >= SAME_FACE_IOU for u in earlier):
             continue
+        earlier.append(v[:4])
         names.append(row[0])
         values.append(v)
     if not names:
