@@ -31,7 +31,7 @@ from cnnvision import checkpoint
 from cnnvision import images as imgs
 from cnnvision.apps.faces import (DETECTOR, FIRST_SPREAD, LANDMARKS, MAX_SPREAD, SURE, FacePipeline,
                                   face_free_crops)
-from cnnvision.boxes import box_iou, nms
+from cnnvision.boxes import box_iou, greedy_matches, nms
 from cnnvision.data.photos import drawn_box, group_by_photo, read_web_faces, split_photos
 from compare_dlib import DATA, add_runtime_option, held_out_rows
 
@@ -71,17 +71,6 @@ def first_pass_spreads(pictures, t, limit, sure):
     return rows[kept, 3], rows[kept & (rows[:, 1] >= 0.5), 3], rows[doubtful & ~kept, 3]
 
 
-def matched(overlap, scores) -> int:
-    """True boxes matched at IoU 0.5, one detection to a face, best score first (as
-    ``boxes.average_precision`` matches them)."""
-    taken = np.zeros(overlap.shape[1], bool)
-    for i in np.argsort(-scores, kind="stable"):
-        free = np.where(taken, -1.0, overlap[i])
-        if len(free) and free.max() >= 0.5:
-            taken[free.argmax()] = True
-    return int(taken.sum())
-
-
 def figures(pictures, t, limit, sure=np.inf, merge=None):
     """Faces found (share of true boxes matched) and other boxes per picture at threshold ``t``
     and spread ``limit`` (None: no check), which detections scoring ``sure`` or more skip; of the
@@ -94,7 +83,7 @@ def figures(pictures, t, limit, sure=np.inf, merge=None):
             mine = np.flatnonzero(kept)
             kept[:] = False
             kept[mine[nms(boxes[mine], torch.from_numpy(rows[mine, 0]).float(), merge)]] = True
-        hit += matched(matches[kept], rows[kept, 0])
+        hit += int(greedy_matches(torch.from_numpy(matches[kept]), torch.from_numpy(rows[kept, 0])).sum())
         faces += matches.shape[1]
         false += int((kept & (rows[:, 1] < 0.5)).sum())
     return hit / max(1, faces), false / len(pictures)

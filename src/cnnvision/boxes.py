@@ -88,6 +88,22 @@ def covered(box: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
     return inter / torch.minimum(areas, area).clamp(min=1e-9)
 
 
+def greedy_matches(overlap: torch.Tensor, scores: torch.Tensor, iou: float = 0.5) -> torch.Tensor:
+    """Which detections match a true box, given their IoU with each (D, T) and their scores (D,):
+    best score first, each takes the true box it overlaps most of those still free, if by ``iou``
+    or more. (D,) bool, in the detections' order."""
+    hit = torch.zeros(len(scores), dtype=torch.bool)
+    taken = torch.zeros(overlap.shape[1], dtype=torch.bool)
+    if not overlap.shape[1]:
+        return hit
+    for i in scores.argsort(descending=True).tolist():
+        free = overlap[i].masked_fill(taken, -1)
+        j = int(free.argmax())
+        if free[j] >= iou:
+            taken[j] = hit[i] = True
+    return hit
+
+
 def average_precision(detections: list[tuple[torch.Tensor, torch.Tensor]], truths: list[torch.Tensor],
                       iou: float = 0.5) -> dict[str, float]:
     """AP (area under the interpolated precision-recall curve, every point) and recall at an IoU
@@ -95,16 +111,9 @@ def average_precision(detections: list[tuple[torch.Tensor, torch.Tensor]], truth
     records = []  # (score, is true positive)
     total = sum(len(t) for t in truths)
     for (boxes, scores), true in zip(detections, truths):
-        taken = torch.zeros(len(true), dtype=torch.bool)
-        for i in scores.argsort(descending=True).tolist():
-            hit = False
-            if len(true):
-                overlaps = box_iou(boxes[i][None], true)[0]
-                overlaps[taken] = -1
-                j = int(overlaps.argmax())
-                if overlaps[j] >= iou:
-                    taken[j] = hit = True
-            records.append((float(scores[i]), hit))
+        overlap = box_iou(boxes, true) if len(true) else torch.zeros(len(boxes), 0)
+        hit = greedy_matches(overlap, scores, iou)
+        records += [(float(scores[i]), bool(hit[i])) for i in scores.argsort(descending=True).tolist()]
     if total == 0:
         return {"ap50": float("nan"), "recall50": float("nan")}
     records.sort(key=lambda r: -r[0])

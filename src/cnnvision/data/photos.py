@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from cnnvision import images as imgs
+from cnnvision.boxes import box_iou
 from cnnvision.data.kaggle import read_rows
 from cnnvision.errors import InputError
 
@@ -155,7 +156,7 @@ def read_web_faces(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]
     if not is_web_faces(header):
         raise InputError(f"{path}: not the web-faces layout (image,box_x0,box_y0,box_x1,box_y1, then 21 points)")
     names, values = [], []
-    seen: dict[str, list[np.ndarray]] = {}  # each photo's boxes so far
+    seen: dict[str, list[torch.Tensor]] = {}  # each photo's boxes so far
     for line, row in rows:
         if not row:
             continue
@@ -170,23 +171,16 @@ def read_web_faces(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]
         if v[2] <= v[0] or v[3] <= v[1]:
             raise InputError(f"{path}: row {line}: empty box {v[:4].tolist()}")
         earlier = seen.setdefault(row[0], [])
-        if any(_iou(v[:4], u) >= SAME_FACE_IOU for u in earlier):
+        box = torch.from_numpy(v[None, :4])
+        if earlier and box_iou(box, torch.cat(earlier)).max() >= SAME_FACE_IOU:
             continue
-        earlier.append(v[:4])
+        earlier.append(box)
         names.append(row[0])
         values.append(v)
     if not names:
         raise InputError(f"{path}: no rows")
     values = np.stack(values)
     return names, values[:, :4], values[:, 4:].reshape(-1, 21, 2)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two boxes x0, y0, x1, y1."""
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(0.0, w) * max(0.0, h)
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def group_by_photo(names: list[str], boxes: np.ndarray) -> tuple[list[str], list[np.ndarray]]:
