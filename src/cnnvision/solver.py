@@ -77,7 +77,8 @@ def keep_freed_memory() -> bool:
     it back to the system, for the rest of this process. A training step frees and allocates the
     same large activations and gradients each time (basic_cnn at batch 50: 59 MB for the first
     stage's output alone); given back, they come again as fresh pages, which the kernel faults
-    in and zeroes one by one: 5,900 page faults a step for basic_cnn, 0 with this (stop 30).
+    in and zeroes one by one: 6,000 to 14,400 page faults a step for basic_cnn, 0 to 1,100 with
+    this (stop 30; README, Speed).
     False where the C library is not glibc (nothing is changed there)."""
     import ctypes
     import ctypes.util
