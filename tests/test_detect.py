@@ -233,7 +233,7 @@ def test_shipped_face_detector_on_people_it_never_saw(shared, tmp_path):
                  "--images", str(frames68 / "training"), "--split", "val", "--json", str(report)]) == 0
     metrics = json.loads(report.read_text())
     assert metrics["count"] == 438
-    assert metrics["ap50"] == pytest.approx(0.991, abs=0.005) and metrics["recall50"] >= 0.97
+    assert metrics["ap50"] == pytest.approx(0.997, abs=0.005) and metrics["recall50"] >= 0.97  # stop 30's detector
 
 
 def test_cli_train_without_augmentation_is_recorded_and_resumed(tmp_path):
