@@ -14,6 +14,7 @@ does the duplicate rows and lost best.pt that earlier versions could leave).
 import contextlib
 import copy
 import csv
+import functools
 import json
 import math
 import sys
@@ -72,6 +73,7 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+@functools.cache  # a setting of the whole process: once is enough
 def keep_freed_memory() -> bool:
     """Asks glibc's malloc to keep the memory torch frees for its next tensors instead of handing
     it back to the system, for the rest of this process. A training step frees and allocates the
