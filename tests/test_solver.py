@@ -2,6 +2,7 @@ import math
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -181,6 +182,15 @@ import ctypes, sys, torch
 from cnnvision.solver import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
+elif sys.argv[1] == "predict":  # inference turns it on as training does
+    from cnnvision.data.mnist import ClassificationDataset
+    from cnnvision.nets.classify import ClassifierConfig, ClassifierNet
+    from cnnvision.solver import predict
+    digits = ClassificationDataset(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), torch.zeros(4, dtype=torch.long))
+    predict(ClassifierNet(ClassifierConfig(arch="softmax")), digits, precision="fp32")
+elif sys.argv[1] == "cli":  # so does every command, even one that stops at its input
+    from cnnvision.cli import main
+    assert main(["evaluate", "--pretrained", "lenet5-mnist", "--data", "no-such-file.csv"]) == 2
 class Info(ctypes.Structure):  # glibc's struct mallinfo2
     _fields_ = [(name, ctypes.c_size_t) for name in
                 ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
@@ -193,7 +203,7 @@ print(libc.mallinfo2().hblkhd)  # bytes in blocks of their own from mmap, which 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc"
                     or tuple(map(int, platform.libc_ver()[1].split(".")[:2])) < (2, 33), reason="glibc 2.33+ only")
-def test_training_keeps_freed_memory_for_the_next_step():
+def test_training_and_inference_keep_freed_memory_for_the_next_step():
     def mmapped(mode):
         done = subprocess.run([sys.executable, "-c", MMAPPED, mode], capture_output=True, text=True, check=True)
         return int(done.stdout.split()[-1])
@@ -201,3 +211,17 @@ def test_training_keeps_freed_memory_for_the_next_step():
     # at the next step); kept, it comes from the heap, which keeps it
     assert mmapped("default") >= 64 * 2 ** 20
     assert mmapped("keep") < 64 * 2 ** 20
+    assert mmapped("predict") < 64 * 2 ** 20
+    assert mmapped("cli") < 64 * 2 ** 20
+
+
+def test_bf16_is_not_chosen_where_onednn_is_limited_to_code_without_it(monkeypatch):
+    from cnnvision.solver import autocast, cpu_has_bf16
+    for isa in ("AVX2", "avx512_core", "AVX512_CORE_VNNI"):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+        assert not cpu_has_bf16()
+        with autocast(torch.device("cpu"), "auto"):
+            assert not torch.is_autocast_enabled("cpu")  # auto means fp32 there
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    assert cpu_has_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)

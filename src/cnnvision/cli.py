@@ -500,6 +500,8 @@ def benchmark(a: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     from cnnvision.runs import Terminated, handle_sigterm
     a = build_parser().parse_args(argv)
+    from cnnvision.solver import keep_freed_memory
+    keep_freed_memory()  # the command owns the process: freed tensors' pages are kept for the next ones
     handle_sigterm()  # SIGTERM cleans up as Ctrl-C does: no half-written file, no run folder left locked
     try:
         return a.func(a)
