@@ -5,6 +5,7 @@ import pytest
 
 from cnnvision import checkpoint
 from cnnvision.cli import main
+from cnnvision.solver import cpu_has_bf16
 
 
 def test_keypoints15_is_small_and_self_describing():
@@ -24,4 +25,5 @@ def test_keypoints15_on_people_it_never_saw(shared, tmp_path, capsys):
                  "--split", "val", "--json", str(report)]) == 0
     metrics = json.loads(report.read_text())
     assert metrics["count"] == 535
-    assert metrics["rmse"] == pytest.approx(1.746, abs=0.01)  # the figure in the README
+    # the README's figures: bf16 where the CPU has it, fp32 elsewhere (model card, keypoints15)
+    assert metrics["rmse"] == pytest.approx(1.741 if cpu_has_bf16() else 1.753, abs=0.003)
