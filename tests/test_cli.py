@@ -217,3 +217,22 @@ def test_benchmark_names_a_limit_on_onednn(monkeypatch):
 def test_the_command_line_offers_every_runtime():
     from cnnvision import cli, runtime
     assert set(cli.RUNTIMES) == {*runtime.RUNTIMES, "auto"}
+
+
+def test_a_run_reports_its_best_checkpoint_in_the_precision_it_trained_in(trained, tmp_path, monkeypatch, capsys):
+    """metrics.json measures best.pt as the epochs were measured: an fp32 run on a CPU with BF16
+    is not reported in bf16 (auto's choice there)."""
+    import shutil
+
+    from cnnvision import solver
+    run = shutil.copytree(trained, tmp_path / "run")  # the module's run keeps its metrics.json
+    asked = {}
+
+    def evaluate(net, data, **how):
+        asked.update(how)
+        return {"rmse": 1.0}
+    monkeypatch.setattr(solver, "evaluate", evaluate)
+    best, metrics = solver.report_best(run, None, solver.SolverConfig(precision="fp32", channels_last=False), flip=True)
+    assert asked == {"device": solver.torch.device("cpu"), "precision": "fp32", "flip": True, "channels_last": False}
+    assert metrics == {"rmse": 1.0} and json.loads((run / "metrics.json").read_text()) == metrics
+    assert next(best.parameters()).device.type == "cpu"

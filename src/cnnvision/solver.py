@@ -488,14 +488,17 @@ def train_in_folder(net, train_set, val_set, cfg: SolverConfig, out: Path, run_c
     return solver.ctx.main
 
 
-def report_best(out: Path, val_set, flip: bool):
-    """The run's best.pt measured on the held-out set, written to metrics.json and printed:
-    (the best net, its metrics)."""
-    best = checkpoint.load_net(out / "best.pt")
-    metrics = evaluate(best, val_set, flip=flip)
+def report_best(out: Path, val_set, cfg: SolverConfig, flip: bool):
+    """The run's best.pt measured on the held-out set as the run measured its epochs (its device
+    and precision: a run trained in fp32 on a CPU with BF16 is not reported in bf16), written to
+    metrics.json and printed: (the best net, back on the CPU; its metrics)."""
+    device = resolve_device(cfg.device)
+    best = checkpoint.load_net(out / "best.pt").to(device)
+    metrics = evaluate(best, val_set, device=device, precision=cfg.precision, flip=flip,
+                       channels_last=cfg.channels_last)
     write_json(out / "metrics.json", metrics)
     print(f"best checkpoint {out / 'best.pt'}: " + json.dumps(metrics))
-    return best, metrics
+    return best.cpu(), metrics
 
 
 def tensorboard_writer(out: Path):

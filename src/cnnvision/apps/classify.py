@@ -67,7 +67,7 @@ def train(training: ClassifierTraining, out: str | Path = "runs/lenet5-mnist", r
         if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume, summary):
             return {}
         best = checkpoint.load_net(out / "best.pt")
-        probs = predict(best, val_set)
+        probs = predict(best, val_set, precision=cfg.precision)
         metrics = best.metrics(probs, val_set)
         wrong = torch.nonzero(probs.argmax(1) != val_set.labels).flatten()[:64]
         if len(wrong):

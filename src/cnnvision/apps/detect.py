@@ -108,7 +108,7 @@ def _train(t: DetectorTraining, out: Path, resume: bool) -> dict:
     summary = f"{len(train_set)} training and {len(val_set)} validation pictures: " + "; ".join(described)
     if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume, summary):
         return {}
-    return report_best(out, val_set, flip=False)[1]
+    return report_best(out, val_set, cfg, flip=False)[1]
 
 
 def source_kind(path: Path) -> str:

@@ -83,9 +83,9 @@ def train(training: KeypointTraining, out: str | Path = "runs/keypoints", resume
         if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume,
                                split_summary(train_set, val_set)):
             return {}
-        best, metrics = report_best(out, val_set, cfg.eval_flip)
+        best, metrics = report_best(out, val_set, cfg, cfg.eval_flip)
         sample = val_set.subset(torch.arange(min(32, len(val_set))))
-        picture = face_grid(sample.images, predict(best, sample, flip=cfg.eval_flip), sample.points)
+        picture = face_grid(sample.images, predict(best, sample, flip=cfg.eval_flip, precision=cfg.precision), sample.points)
         save_image(Image.fromarray(picture), out / "predictions.png")
         print(f"predictions on held-out faces: {out / 'predictions.png'}")
         return metrics

@@ -81,9 +81,9 @@ def train(training: SegmenterTraining, out: str | Path = "runs/segnet", resume: 
         if not train_in_folder(model, train_set, val_set, cfg, out, run_config, resume,
                                split_summary(train_set, val_set)):
             return {}
-        best, metrics = report_best(out, val_set, cfg.eval_flip)
+        best, metrics = report_best(out, val_set, cfg, cfg.eval_flip)
         sample = val_set.subset(torch.arange(min(16, len(val_set))))
-        picture = best.picture(sample, predict(best, sample, flip=cfg.eval_flip))
+        picture = best.picture(sample, predict(best, sample, flip=cfg.eval_flip, precision=cfg.precision))
         save_image(Image.fromarray(picture), out / "predictions.png")
         print(f"true (left) and predicted (right) parts of held-out faces: {out / 'predictions.png'}")
         return metrics
