@@ -91,8 +91,8 @@ def keep_freed_memory() -> bool:
     stage's output alone); given back, they come again as fresh pages, which the kernel faults
     in and zeroes one by one: 6,000 to 14,400 page faults a step for basic_cnn, 0 to 1,100 with
     this (stop 30; README, Speed). Inference gains too: ``cnnvision evaluate`` of keypoints15 on
-    the 3,519 Kaggle-format faces took 13.6 s against 19.9 (stop 31), so ``predict`` below and
-    the command line (cli.main) turn it on as well.
+    the 3,519 Kaggle-format faces took 27.6 s against 44.6 in fp32 on AVX2 (stop 31), so
+    ``predict`` below and the command line (cli.main) turn it on as well.
     False where the C library is not glibc (nothing is changed there)."""
     import ctypes
     import ctypes.util

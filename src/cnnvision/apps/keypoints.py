@@ -85,7 +85,8 @@ def train(training: KeypointTraining, out: str | Path = "runs/keypoints", resume
             return {}
         best, metrics = report_best(out, val_set, cfg, cfg.eval_flip)
         sample = val_set.subset(torch.arange(min(32, len(val_set))))
-        picture = face_grid(sample.images, predict(best, sample, flip=cfg.eval_flip, precision=cfg.precision), sample.points)
+        points = predict(best, sample, flip=cfg.eval_flip, precision=cfg.precision)
+        picture = face_grid(sample.images, points, sample.points)
         save_image(Image.fromarray(picture), out / "predictions.png")
         print(f"predictions on held-out faces: {out / 'predictions.png'}")
         return metrics
