@@ -16,18 +16,10 @@ from cnnvision.solver import Solver, SolverConfig, predict
 def machine() -> dict:
     """What the figures depend on: the CPU's vector and matrix features (from /proc/cpuinfo on
     Linux, torch's own report elsewhere), the threads, torch's build, and any GPU."""
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
+    from cnnvision.solver import cpu_flags, cpu_has_bf16
+    flags = cpu_flags()
     wanted = {"avx2": "avx2", "avx512f": "avx512", "avx512_bf16": "avx512_bf16", "amx_bf16": "amx_bf16",
               "avx512_vnni": "avx512_vnni", "avx_vnni": "avx_vnni", "asimd": "neon", "bf16": "arm_bf16"}
-    from cnnvision.solver import cpu_has_bf16
     info = {"cpu_features": sorted(name for flag, name in wanted.items() if flag in flags),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "bf16_fast": cpu_has_bf16(),
             "threads": torch.get_num_threads(), "torch": torch.__version__}

@@ -70,17 +70,27 @@ def resolve_device(name: str) -> torch.device:
 NO_BF16_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
 
 
+@functools.cache  # the CPU does not change; autocast asks at every step and batch
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (``flags`` on x86, ``Features`` on ARM); empty
+    where there is no such file."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
 def cpu_has_bf16() -> bool:
     """Whether bf16 runs fast here: the CPU has AVX-512 BF16 or AMX, and oneDNN is not limited
     to older code. Under ``ONEDNN_MAX_CPU_ISA=AVX2`` (a machine without BF16, or how one is
     emulated) bf16 would fall back to reference kernels, many times slower than fp32."""
     if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in NO_BF16_ISAS:
         return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 @functools.cache  # a setting of the whole process: once is enough
